@@ -1,0 +1,4 @@
+//! amq-broker: a STOMP message broker with ActiveMQ Classic's clustering
+//! features (failover transport, networks of brokers, master/slave).
+
+pub mod message;
