@@ -3,5 +3,7 @@
 //! and sshd test hosts. Tests in `tests/` and `broker/tests/` use only this.
 
 pub mod process;
+pub mod zookeeper;
 
 pub use process::{free_port, free_ports, wait_for_port, ProcessGuard};
+pub use zookeeper::{ZkEnsemble, ZkMode, ZkOptions};
