@@ -3,6 +3,8 @@
 //! and sshd test hosts. Tests in `tests/` and `broker/tests/` use only this.
 
 pub mod process;
+pub mod netns;
+pub mod sshd;
 pub mod zookeeper;
 
 pub use process::{free_port, free_ports, wait_for_port, ProcessGuard};
