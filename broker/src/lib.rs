@@ -2,3 +2,4 @@
 //! features (failover transport, networks of brokers, master/slave).
 
 pub mod message;
+pub mod stomp;
