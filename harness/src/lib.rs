@@ -2,8 +2,8 @@
 //! kill by PID on drop, and (in their own modules) ZooKeeper ensembles, brokers
 //! and sshd test hosts. Tests in `tests/` and `broker/tests/` use only this.
 
-pub mod process;
 pub mod netns;
+pub mod process;
 pub mod sshd;
 pub mod zookeeper;
 

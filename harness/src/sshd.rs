@@ -86,12 +86,13 @@ impl Default for SshdOptions {
 
 /// A running sshd. Holds its state directory (keys, config, log).
 pub struct Sshd {
+    // Declared first so it drops first: the daemon dies before its directory goes.
+    guard: ProcessGuard,
     dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     addr: SocketAddr,
     pub host_key: KeyPair,
     pub user_key: KeyPair,
-    guard: ProcessGuard,
 }
 
 impl Sshd {
