@@ -1,5 +1,6 @@
 //! amq-broker: a STOMP message broker with ActiveMQ Classic's clustering
 //! features (failover transport, networks of brokers, master/slave).
 
+pub mod config;
 pub mod message;
 pub mod stomp;
