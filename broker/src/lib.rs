@@ -4,3 +4,4 @@
 pub mod config;
 pub mod message;
 pub mod stomp;
+pub mod store;

@@ -1,0 +1,774 @@
+//! The local journal: segmented append-only files with group commit.
+//!
+//! `append` encodes outside any lock, then under the state lock assigns
+//! positions, checks and updates the live index, decides segment roll-over
+//! and queues the bytes to one writer thread. The writer takes everything
+//! queued, writes it with one `write` and makes it durable with one
+//! `fdatasync`, then resolves all those appends: concurrent producers share
+//! one fsync (group commit).
+
+use super::codec::{self, encode_unsealed, seal};
+use super::index::{Compaction, Index};
+use super::segment::{self, io_err, Damage};
+use super::{
+    AppendFuture, Entry, Epoch, Position, Record, Recovered, Store, StoreError, StoreStats,
+};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock};
+use std::thread;
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+
+/// When an append counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncPolicy {
+    /// After `fdatasync` (shared by group commit). Survives kill -9 and power
+    /// loss.
+    #[default]
+    Fsync,
+    /// **Unsafe, for negative tests only.** Appends resolve at once and the
+    /// writer writes only every [`UNSAFE_WRITE_DELAY`] without fsync, so a
+    /// kill -9 loses acknowledged records. Logged loudly when enabled.
+    UnsafeReceiptBeforeWrite,
+}
+
+/// How long the unsafe mode keeps acknowledged records only in memory.
+pub const UNSAFE_WRITE_DELAY: Duration = Duration::from_millis(200);
+
+#[derive(Debug, Clone)]
+pub struct JournalOptions {
+    pub sync: SyncPolicy,
+    /// Roll to a new segment when the current one would exceed this.
+    pub segment_size: u64,
+    pub compaction: Compaction,
+    /// What to do about damage in the newest segment that intact records
+    /// follow (not a torn tail): refuse to open (default) or truncate there.
+    pub repair: bool,
+}
+
+impl Default for JournalOptions {
+    fn default() -> Self {
+        JournalOptions {
+            sync: SyncPolicy::Fsync,
+            segment_size: 32 << 20,
+            compaction: Compaction::AnySegment,
+            repair: false,
+        }
+    }
+}
+
+/// The journal in one directory. Dropping it lets the writer finish what is
+/// queued, fsync, and stop.
+pub struct Journal {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Command>,
+    writer: Option<thread::JoinHandle<()>>,
+}
+
+struct Shared {
+    dir: PathBuf,
+    options: JournalOptions,
+    state: Mutex<State>,
+    written: watch::Sender<Position>,
+    failed: OnceLock<String>,
+    recovered: Mutex<Option<Recovered>>,
+    stats: Counters,
+}
+
+struct State {
+    index: Index,
+    /// Epoch for local appends.
+    epoch: Epoch,
+}
+
+#[derive(Default)]
+struct Counters {
+    appends: AtomicU64,
+    records: AtomicU64,
+    writes: AtomicU64,
+    fsyncs: AtomicU64,
+    bytes: AtomicU64,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum Command {
+    Write {
+        segment: Position,
+        new_segment: bool,
+        bytes: Vec<u8>,
+        last: Position,
+        reply: Option<Reply<Position>>,
+        /// Segments freed by this batch's acks: unlinked once it is durable.
+        delete: Vec<Position>,
+    },
+    Truncate {
+        after: Position,
+        reply: Reply<()>,
+    },
+    Reset {
+        next: Position,
+        reply: Reply<()>,
+    },
+    /// Everything queued before is written (and synced).
+    Barrier(mpsc::Sender<()>),
+}
+
+impl Journal {
+    /// Open (creating if needed) the journal in `dir` and recover it: a torn
+    /// tail is truncated with a warning; other damage is an error naming the
+    /// file and offset. The live messages are kept for the first
+    /// [`Store::recover`].
+    pub fn open(dir: impl AsRef<Path>, options: JournalOptions) -> Result<Journal, StoreError> {
+        let dir = dir.as_ref().to_owned();
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        if options.sync == SyncPolicy::UnsafeReceiptBeforeWrite {
+            tracing::warn!(
+                dir = %dir.display(),
+                "JOURNAL SYNC POLICY IS UNSAFE: appends are acknowledged before they are written; \
+                 a crash loses acknowledged messages. Use only to test that tests catch loss."
+            );
+        }
+        let damage = if options.repair {
+            Damage::Truncate
+        } else {
+            Damage::Refuse
+        };
+        let (mut index, recovered) = segment::recover(&dir, damage)?;
+        for first in index.collect_deletable(options.compaction) {
+            let path = segment::path(&dir, first);
+            fs::remove_file(&path).map_err(io_err(&path))?;
+        }
+        let epoch = index.last_epoch.max(Epoch::STANDALONE);
+        tracing::info!(
+            dir = %dir.display(),
+            position = %recovered.position,
+            messages = recovered.message_count(),
+            segments = index.segments.len(),
+            "journal recovered"
+        );
+        let (written, _) = watch::channel(recovered.position);
+        let shared = Arc::new(Shared {
+            dir,
+            options,
+            state: Mutex::new(State { index, epoch }),
+            written,
+            failed: OnceLock::new(),
+            recovered: Mutex::new(Some(recovered)),
+            stats: Counters::default(),
+        });
+        let (tx, rx) = mpsc::channel();
+        let writer = {
+            let shared = shared.clone();
+            thread::Builder::new()
+                .name("journal-writer".into())
+                .spawn(move || Writer::new(shared).run(rx))
+                .map_err(io_err(Path::new("journal-writer thread")))?
+        };
+        Ok(Journal {
+            shared,
+            tx,
+            writer: Some(writer),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Block until everything appended so far is written and, with
+    /// [`SyncPolicy::Fsync`], durable.
+    pub fn flush(&self) {
+        let (tx, rx) = mpsc::channel();
+        if self.tx.send(Command::Barrier(tx)).is_ok() {
+            let _ = rx.recv();
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn check_failed(&self) -> Result<(), StoreError> {
+        match self.shared.failed.get() {
+            Some(why) => Err(StoreError::Failed(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Sequence a batch of unsealed frames. `positions` is `None` for local
+    /// appends (next positions, current epoch) or the replicated entries'
+    /// own positions and epochs.
+    fn sequence(
+        &self,
+        records: &[Record],
+        mut bytes: Vec<u8>,
+        lens: &[usize],
+        replicated: Option<&[(Position, Epoch)]>,
+    ) -> AppendFuture {
+        if let Err(e) = self.check_failed() {
+            return ready(Err(e));
+        }
+        let mut state = self.lock();
+        let state = &mut *state;
+        let index = &mut state.index;
+        let first = index.next;
+        match replicated {
+            None => {
+                if let Err(e) = index.validate(records) {
+                    return ready(Err(e));
+                }
+            }
+            Some(stamps) => {
+                for (i, &(p, e)) in stamps.iter().enumerate() {
+                    let expected = Position(first.0 + i as u64);
+                    if p != expected {
+                        return ready(Err(StoreError::OutOfOrder { expected, got: p }));
+                    }
+                    let prev = if i == 0 {
+                        index.last_epoch
+                    } else {
+                        stamps[i - 1].1
+                    };
+                    if e < prev {
+                        return ready(Err(StoreError::EpochBackwards {
+                            current: prev,
+                            requested: e,
+                        }));
+                    }
+                }
+            }
+        }
+        let total = bytes.len() as u64;
+        let new_segment = match index.active() {
+            None => true,
+            Some(a) => a.size > 0 && a.size + total > self.shared.options.segment_size,
+        };
+        if new_segment {
+            index.start_segment(first);
+        }
+        let mut at = 0;
+        for (i, len) in lens.iter().enumerate() {
+            let (p, e) = match replicated {
+                None => (Position(first.0 + i as u64), state.epoch),
+                Some(stamps) => stamps[i],
+            };
+            seal(&mut bytes[at..at + len], p, e);
+            at += len;
+        }
+        let last = Position(first.0 + lens.len() as u64 - 1);
+        let segment = {
+            let active = index.active_mut().expect("an active segment");
+            active.mark(first, active.size);
+            active.size += total;
+            active.last = last;
+            active.first
+        };
+        for (i, r) in records.iter().enumerate() {
+            index.apply(segment, Position(first.0 + i as u64), r);
+        }
+        index.next = last.next();
+        if let Some(&(_, e)) = replicated.and_then(|s| s.last()) {
+            index.last_epoch = e;
+            state.epoch = state.epoch.max(e);
+        } else {
+            index.last_epoch = state.epoch;
+        }
+        let delete = index.collect_deletable(self.shared.options.compaction);
+        let stats = &self.shared.stats;
+        stats.appends.fetch_add(1, Ordering::Relaxed);
+        stats
+            .records
+            .fetch_add(lens.len() as u64, Ordering::Relaxed);
+        let unsafe_mode = self.shared.options.sync == SyncPolicy::UnsafeReceiptBeforeWrite;
+        let (reply, rx) = if unsafe_mode {
+            (None, None)
+        } else {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        };
+        // Sent under the lock so the writer sees batches in position order.
+        let sent = self.tx.send(Command::Write {
+            segment,
+            new_segment,
+            bytes,
+            last,
+            reply,
+            delete,
+        });
+        if sent.is_err() {
+            return ready(Err(StoreError::Closed));
+        }
+        match rx {
+            None => ready(Ok(last)),
+            Some(rx) => async move { rx.await.map_err(|_| StoreError::Closed)? }.boxed(),
+        }
+    }
+
+    /// Run a control command on the writer (after everything queued before).
+    fn control(
+        &self,
+        cmd: impl FnOnce(Reply<()>) -> Command,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(cmd(tx)).is_err() {
+            return ready(Err(StoreError::Closed));
+        }
+        async move { rx.await.map_err(|_| StoreError::Closed)? }.boxed()
+    }
+}
+
+fn ready<T: Send + 'static>(v: Result<T, StoreError>) -> BoxFuture<'static, Result<T, StoreError>> {
+    futures::future::ready(v).boxed()
+}
+
+fn encode_batch<'a>(
+    records: impl ExactSizeIterator<Item = &'a Record>,
+) -> Result<(Vec<u8>, Vec<usize>), StoreError> {
+    let n = records.len();
+    let mut bytes = Vec::new();
+    let mut lens = Vec::with_capacity(n);
+    for (i, r) in records.enumerate() {
+        let len = encode_unsealed(r, i + 1 == n, &mut bytes);
+        if len - codec::HEADER_LEN > codec::MAX_PAYLOAD {
+            return Err(StoreError::TooLarge(len));
+        }
+        lens.push(len);
+    }
+    Ok((bytes, lens))
+}
+
+impl Store for Journal {
+    fn append(&self, records: Vec<Record>) -> AppendFuture {
+        if records.is_empty() {
+            return ready(Err(StoreError::EmptyBatch));
+        }
+        match encode_batch(records.iter()) {
+            Ok((bytes, lens)) => self.sequence(&records, bytes, &lens, None),
+            Err(e) => ready(Err(e)),
+        }
+    }
+
+    fn recover(&self) -> Result<Recovered, StoreError> {
+        if let Some(r) = self
+            .shared
+            .recovered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            return Ok(r);
+        }
+        self.check_failed()?;
+        self.flush();
+        // The files are complete up to the last append; nothing is torn.
+        segment::recover(&self.shared.dir, Damage::Refuse).map(|(_, r)| r)
+    }
+
+    fn position(&self) -> Position {
+        Position(self.lock().index.next.0 - 1)
+    }
+
+    fn first_position(&self) -> Position {
+        self.lock().index.first_position()
+    }
+
+    fn epoch(&self) -> Epoch {
+        self.lock().epoch
+    }
+
+    fn set_epoch(&self, epoch: Epoch) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        if epoch < state.epoch {
+            return Err(StoreError::EpochBackwards {
+                current: state.epoch,
+                requested: epoch,
+            });
+        }
+        state.epoch = epoch;
+        Ok(())
+    }
+
+    fn subscribe(&self) -> watch::Receiver<Position> {
+        self.shared.written.subscribe()
+    }
+
+    fn read_after(&self, after: Position, max_bytes: usize) -> Result<Vec<Entry>, StoreError> {
+        self.check_failed()?;
+        let limit = *self.shared.written.borrow();
+        if after >= limit {
+            return Ok(Vec::new());
+        }
+        let wanted = after.next();
+        let (file, offset) = {
+            let state = self.lock();
+            let index = &state.index;
+            match index.segment_of(wanted) {
+                Some(s) => (
+                    segment::path(&self.shared.dir, s.first),
+                    s.offset_for(wanted),
+                ),
+                None => {
+                    return Err(StoreError::Compacted {
+                        requested: after,
+                        first_available: index.first_position(),
+                    })
+                }
+            }
+        };
+        match segment::read(&file, offset, after, limit, max_bytes) {
+            // Deleted between the lookup and the open.
+            Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Err(StoreError::Compacted {
+                    requested: after,
+                    first_available: self.first_position(),
+                })
+            }
+            other => other,
+        }
+    }
+
+    fn append_replicated(&self, entries: Vec<Entry>) -> AppendFuture {
+        if entries.is_empty() {
+            return ready(Err(StoreError::EmptyBatch));
+        }
+        let stamps: Vec<(Position, Epoch)> =
+            entries.iter().map(|e| (e.position, e.epoch)).collect();
+        let mut bytes = Vec::new();
+        let mut lens = Vec::with_capacity(entries.len());
+        for e in &entries {
+            lens.push(encode_unsealed(&e.record, e.batch_end, &mut bytes));
+        }
+        let records: Vec<Record> = entries.into_iter().map(|e| e.record).collect();
+        self.sequence(&records, bytes, &lens, Some(&stamps))
+    }
+
+    fn truncate_after(&self, position: Position) -> BoxFuture<'static, Result<(), StoreError>> {
+        if let Err(e) = self.check_failed() {
+            return ready(Err(e));
+        }
+        {
+            let mut state = self.lock();
+            let index = &mut state.index;
+            if position.next() >= index.next {
+                return ready(Ok(()));
+            }
+            if position < index.horizon {
+                return ready(Err(StoreError::TruncateBelowHorizon {
+                    requested: position,
+                    horizon: index.horizon,
+                }));
+            }
+            let first = index.first_position();
+            if position.next() < first {
+                return ready(Err(StoreError::Compacted {
+                    requested: position,
+                    first_available: first,
+                }));
+            }
+            index.next = position.next();
+        }
+        self.control(|reply| Command::Truncate {
+            after: position,
+            reply,
+        })
+    }
+
+    fn reset(&self, next: Position) -> BoxFuture<'static, Result<(), StoreError>> {
+        if let Err(e) = self.check_failed() {
+            return ready(Err(e));
+        }
+        if next == Position::ZERO {
+            return ready(Err(StoreError::OutOfOrder {
+                expected: Position(1),
+                got: next,
+            }));
+        }
+        self.lock().index.next = next;
+        self.control(|reply| Command::Reset { next, reply })
+    }
+
+    fn stats(&self) -> StoreStats {
+        let s = &self.shared.stats;
+        let state = self.lock();
+        StoreStats {
+            appends: s.appends.load(Ordering::Relaxed),
+            records: s.records.load(Ordering::Relaxed),
+            writes: s.writes.load(Ordering::Relaxed),
+            fsyncs: s.fsyncs.load(Ordering::Relaxed),
+            bytes: s.bytes.load(Ordering::Relaxed),
+            segments: state.index.segments.len() as u64,
+            live_messages: state.index.live.len() as u64,
+        }
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        // Closing the channel makes the writer drain, sync and exit.
+        let (tx, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.tx, tx));
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+/// The single writer thread.
+struct Writer {
+    shared: Arc<Shared>,
+    file: Option<(Position, fs::File)>,
+    buf: Vec<u8>,
+    replies: Vec<(Position, Reply<Position>)>,
+    delete: Vec<Position>,
+    last: Option<Position>,
+    dirty: bool,
+}
+
+impl Writer {
+    fn new(shared: Arc<Shared>) -> Self {
+        Writer {
+            shared,
+            file: None,
+            buf: Vec::new(),
+            replies: Vec::new(),
+            delete: Vec::new(),
+            last: None,
+            dirty: false,
+        }
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Command>) {
+        let unsafe_mode = self.shared.options.sync == SyncPolicy::UnsafeReceiptBeforeWrite;
+        while let Ok(cmd) = rx.recv() {
+            // Unsafe mode: acknowledged records wait in memory for a while.
+            if unsafe_mode {
+                thread::sleep(UNSAFE_WRITE_DELAY);
+            }
+            let mut next = Some(cmd);
+            while let Some(cmd) = next.take().or_else(|| rx.try_recv().ok()) {
+                self.handle(cmd);
+            }
+            self.commit(false);
+        }
+        // Closed: whatever the policy, leave everything on disk.
+        self.commit(true);
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Write {
+                segment,
+                new_segment,
+                bytes,
+                last,
+                reply,
+                delete,
+            } => {
+                if self.shared.failed.get().is_some() {
+                    fail(reply, &self.shared);
+                    return;
+                }
+                if let Err(e) = self.select(segment, new_segment) {
+                    self.fail(e);
+                    fail(reply, &self.shared);
+                    return;
+                }
+                self.buf.extend_from_slice(&bytes);
+                self.last = Some(last);
+                self.delete.extend(delete);
+                if let Some(r) = reply {
+                    self.replies.push((last, r));
+                }
+            }
+            Command::Truncate { after, reply } => {
+                self.commit(false);
+                let _ = reply.send(self.rewrite(|dir| truncate_files(dir, after)));
+            }
+            Command::Reset { next, reply } => {
+                self.commit(false);
+                let _ = reply.send(self.rewrite(|dir| reset_files(dir, next)));
+            }
+            Command::Barrier(done) => {
+                self.commit(false);
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// Make `segment` the file being appended to.
+    fn select(&mut self, segment: Position, new_segment: bool) -> Result<(), StoreError> {
+        if self.file.as_ref().is_some_and(|(s, _)| *s == segment) {
+            return Ok(());
+        }
+        // Roll-over: what belongs to the old segment is made durable first,
+        // so a crash can tear only the newest segment.
+        self.flush_buf()?;
+        self.sync(false)?;
+        let dir = &self.shared.dir;
+        let path = segment::path(dir, segment);
+        let file = fs::OpenOptions::new()
+            .append(true)
+            .create_new(new_segment)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        if new_segment {
+            segment::sync_dir(dir)?;
+        }
+        self.file = Some((segment, file));
+        Ok(())
+    }
+
+    fn flush_buf(&mut self) -> Result<(), StoreError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let (segment, file) = self
+            .file
+            .as_mut()
+            .expect("a file is selected before writing");
+        let path = segment::path(&self.shared.dir, *segment);
+        file.write_all(&self.buf).map_err(io_err(&path))?;
+        let stats = &self.shared.stats;
+        stats.writes.fetch_add(1, Ordering::Relaxed);
+        stats
+            .bytes
+            .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+        self.buf.clear();
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// fdatasync the current file if written to, when the policy asks for
+    /// it or `force`.
+    fn sync(&mut self, force: bool) -> Result<(), StoreError> {
+        if !self.dirty || !(force || self.shared.options.sync == SyncPolicy::Fsync) {
+            return Ok(());
+        }
+        if let Some((segment, file)) = &self.file {
+            let path = segment::path(&self.shared.dir, *segment);
+            file.sync_data().map_err(io_err(&path))?;
+            self.shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Write what is buffered, publish it to readers, fsync (by policy, or
+    /// `force`), then resolve the appends and unlink freed segments.
+    fn commit(&mut self, force: bool) {
+        if let Err(e) = self.flush_buf() {
+            self.fail(e);
+        }
+        if self.shared.failed.get().is_none() {
+            if let Some(last) = self.last.take() {
+                // Readable now: a replication sender may ship while we sync.
+                self.shared.written.send_replace(last);
+            }
+            if let Err(e) = self.sync(force) {
+                self.fail(e);
+            }
+        }
+        for (last, reply) in self.replies.drain(..) {
+            let result = match self.shared.failed.get() {
+                Some(why) => Err(StoreError::Failed(why.clone())),
+                None => Ok(last),
+            };
+            let _ = reply.send(result);
+        }
+        if self.shared.failed.get().is_none() {
+            for first in self.delete.drain(..) {
+                let path = segment::path(&self.shared.dir, first);
+                match fs::remove_file(&path) {
+                    Ok(()) => tracing::debug!(file = %path.display(), "journal segment deleted"),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), "cannot delete journal segment: {e}")
+                    }
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, e: StoreError) {
+        tracing::error!("journal failed, accepting no more writes: {e}");
+        let _ = self.shared.failed.set(e.to_string());
+        self.buf.clear();
+    }
+
+    /// Change the files under the writer (truncate, reset) and rebuild the
+    /// index from them.
+    fn rewrite(
+        &mut self,
+        change: impl FnOnce(&Path) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        if let Some(why) = self.shared.failed.get() {
+            return Err(StoreError::Failed(why.clone()));
+        }
+        self.file = None;
+        self.delete.clear();
+        let dir = self.shared.dir.clone();
+        let result = change(&dir)
+            .and_then(|()| segment::sync_dir(&dir))
+            .and_then(|()| segment::recover(&dir, Damage::Refuse));
+        match result {
+            Ok((index, _)) => {
+                let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+                state.epoch = state.epoch.max(index.last_epoch);
+                let position = Position(index.next.0 - 1);
+                state.index = index;
+                drop(state);
+                *self
+                    .shared
+                    .recovered
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = None;
+                self.shared.written.send_replace(position);
+                Ok(())
+            }
+            Err(e) => {
+                self.fail(StoreError::Failed(e.to_string()));
+                Err(e)
+            }
+        }
+    }
+}
+
+fn fail(reply: Option<Reply<Position>>, shared: &Shared) {
+    if let Some(r) = reply {
+        let why = shared.failed.get().cloned().unwrap_or_default();
+        let _ = r.send(Err(StoreError::Failed(why)));
+    }
+}
+
+fn truncate_files(dir: &Path, after: Position) -> Result<(), StoreError> {
+    for (first, path) in segment::list(dir)?.into_iter().rev() {
+        if first > after {
+            if first == after.next() {
+                // Keep it, empty, so the log still ends at `after`.
+                segment::truncate(&path, 0)?;
+                continue;
+            }
+            fs::remove_file(&path).map_err(io_err(&path))?;
+        } else {
+            let at = segment::offset_after(&path, after)?;
+            return segment::truncate(&path, at);
+        }
+    }
+    Ok(())
+}
+
+fn reset_files(dir: &Path, next: Position) -> Result<(), StoreError> {
+    for (_, path) in segment::list(dir)? {
+        fs::remove_file(&path).map_err(io_err(&path))?;
+    }
+    let path = segment::path(dir, next);
+    fs::File::create(&path)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err(&path))
+}
