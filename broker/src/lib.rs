@@ -2,6 +2,8 @@
 //! features (failover transport, networks of brokers, master/slave).
 
 pub mod config;
+pub mod client;
+pub mod failover;
 pub mod message;
 pub mod stomp;
 pub mod store;
