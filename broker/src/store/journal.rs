@@ -76,7 +76,6 @@ struct Shared {
     state: Mutex<State>,
     written: watch::Sender<Position>,
     failed: OnceLock<String>,
-    recovered: Mutex<Option<Recovered>>,
     stats: Counters,
 }
 
@@ -84,6 +83,8 @@ struct State {
     index: Index,
     /// Epoch for local appends.
     epoch: Epoch,
+    /// What `open` recovered, until the first `recover` or append.
+    recovered: Option<Recovered>,
 }
 
 #[derive(Default)]
@@ -156,10 +157,13 @@ impl Journal {
         let shared = Arc::new(Shared {
             dir,
             options,
-            state: Mutex::new(State { index, epoch }),
+            state: Mutex::new(State {
+                index,
+                epoch,
+                recovered: Some(recovered),
+            }),
             written,
             failed: OnceLock::new(),
-            recovered: Mutex::new(Some(recovered)),
             stats: Counters::default(),
         });
         let (tx, rx) = mpsc::channel();
@@ -216,6 +220,7 @@ impl Journal {
         }
         let mut state = self.lock();
         let state = &mut *state;
+        state.recovered = None;
         let index = &mut state.index;
         let first = index.next;
         match replicated {
@@ -355,13 +360,7 @@ impl Store for Journal {
     }
 
     fn recover(&self) -> Result<Recovered, StoreError> {
-        if let Some(r) = self
-            .shared
-            .recovered
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+        if let Some(r) = self.lock().recovered.take() {
             return Ok(r);
         }
         self.check_failed()?;
@@ -674,13 +673,6 @@ impl Writer {
                 self.fail(e);
             }
         }
-        for (last, reply) in self.replies.drain(..) {
-            let result = match self.shared.failed.get() {
-                Some(why) => Err(StoreError::Failed(why.clone())),
-                None => Ok(last),
-            };
-            let _ = reply.send(result);
-        }
         if self.shared.failed.get().is_none() {
             for first in self.delete.drain(..) {
                 let path = segment::path(&self.shared.dir, first);
@@ -692,6 +684,13 @@ impl Writer {
                     }
                 }
             }
+        }
+        for (last, reply) in self.replies.drain(..) {
+            let result = match self.shared.failed.get() {
+                Some(why) => Err(StoreError::Failed(why.clone())),
+                None => Ok(last),
+            };
+            let _ = reply.send(result);
         }
     }
 
@@ -722,12 +721,8 @@ impl Writer {
                 state.epoch = state.epoch.max(index.last_epoch);
                 let position = Position(index.next.0 - 1);
                 state.index = index;
+                state.recovered = None;
                 drop(state);
-                *self
-                    .shared
-                    .recovered
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()) = None;
                 self.shared.written.send_replace(position);
                 Ok(())
             }

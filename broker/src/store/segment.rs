@@ -148,14 +148,18 @@ fn scan_segment(
             Err(e) => Problem::Damaged(e.to_string()),
         };
         let last_good = Position(index.next.0 + batch.len() as u64 - 1);
-        let followed = matches!(problem, Problem::Damaged(_)) && intact_after(data, off, last_good);
+        // A crash tears only the end of the file: intact records after the
+        // damage mean it is not a torn tail, and truncating would lose them.
+        let followed = intact_after(data, off, last_good);
         if !newest || (followed && damage == Damage::Refuse) {
-            let reason = match problem {
+            let why = match problem {
                 Problem::Torn => "truncated record".to_owned(),
-                Problem::Damaged(why) if followed => {
-                    format!("{why}; intact records follow, so this is not a torn tail (open with repair to truncate here)")
-                }
                 Problem::Damaged(why) => why,
+            };
+            let reason = if followed {
+                format!("{why}; intact records follow, so this is not a torn tail (repair would truncate here and drop them)")
+            } else {
+                why
             };
             return Err(StoreError::Corrupt {
                 path: file.to_owned(),

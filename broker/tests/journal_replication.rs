@@ -1,0 +1,263 @@
+//! The replication seams of the store, between two real journals: reading
+//! positioned entries, appending them on a slave, truncating a divergent
+//! tail, resetting a slave that fell behind a deleted segment, epochs.
+
+mod journal_util;
+
+use amq_broker::store::{
+    Compaction, Entry, Epoch, Journal, JournalOptions, Position, Store, StoreError,
+};
+use journal_util::*;
+use std::time::Duration;
+
+/// Ship everything the master has that the slave lacks.
+async fn catch_up(master: &Journal, slave: &Journal) {
+    loop {
+        let entries = master.read_after(slave.position(), 4096).unwrap();
+        if entries.is_empty() {
+            return;
+        }
+        slave.append_replicated(entries).await.unwrap();
+    }
+}
+
+fn all_entries(j: &Journal) -> Vec<Entry> {
+    j.read_after(Position(j.first_position().0 - 1), usize::MAX)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn slave_keeps_master_positions_and_epochs() {
+    let (md, sd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let master = open(md.path());
+    let slave = open(sd.path());
+    master.set_epoch(Epoch(7)).unwrap();
+    for i in 0..50 {
+        append(
+            &master,
+            vec![enq("q", &format!("m{i}")), enq("r", &format!("m{i}"))],
+        )
+        .await;
+        if i % 3 == 0 {
+            append(&master, vec![ack("q", &format!("m{i}"))]).await;
+        }
+    }
+    catch_up(&master, &slave).await;
+    assert_eq!(slave.position(), master.position());
+    let shipped = all_entries(&slave);
+    assert_eq!(shipped, all_entries(&master));
+    assert!(shipped.iter().all(|e| e.epoch == Epoch(7)));
+    let m = master.recover().unwrap();
+    drop(slave);
+    let s = open(sd.path()).recover().unwrap();
+    assert_same(&s, &m);
+    assert_eq!(s.epoch, Epoch(7));
+}
+
+#[tokio::test]
+async fn reads_return_whole_batches_within_the_byte_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path());
+    for b in 0..20 {
+        let batch = (0..5).map(|i| enq("q", &format!("{b}-{i}"))).collect();
+        append(&j, batch).await;
+    }
+    let first = j.read_after(Position::ZERO, 1).unwrap();
+    assert_eq!(first.len(), 5, "at least one whole batch");
+    assert!(first[4].batch_end && !first[3].batch_end);
+    let some = j.read_after(Position(5), 2000).unwrap();
+    assert_eq!(some.len() % 5, 0);
+    assert_eq!(some[0].position, Position(6));
+    assert!(j.read_after(Position(100), 1 << 20).unwrap().is_empty());
+    // Reading from the middle of a batch starts right after the position.
+    let mid = j.read_after(Position(7), 1).unwrap();
+    assert_eq!(mid.first().map(|e| e.position), Some(Position(8)));
+    assert!(mid.last().unwrap().batch_end);
+}
+
+#[tokio::test]
+async fn subscribers_see_new_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path());
+    let mut rx = j.subscribe();
+    assert_eq!(*rx.borrow(), Position::ZERO);
+    let fut = j.append(vec![enq("q", "1"), enq("q", "2")]);
+    tokio::time::timeout(Duration::from_secs(5), rx.changed())
+        .await
+        .expect("notified")
+        .unwrap();
+    assert_eq!(*rx.borrow_and_update(), Position(2));
+    fut.await.unwrap();
+}
+
+#[tokio::test]
+async fn replicated_entries_must_continue_the_log() {
+    let (md, sd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let master = open(md.path());
+    let slave = open(sd.path());
+    for i in 0..4 {
+        append(&master, vec![enq("q", &i.to_string())]).await;
+    }
+    let entries = master.read_after(Position(2), 1 << 20).unwrap();
+    let err = slave.append_replicated(entries).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::OutOfOrder {
+                expected: Position(1),
+                got: Position(3)
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(slave.position(), Position::ZERO);
+    // Epochs may not go backwards either.
+    slave.set_epoch(Epoch(5)).unwrap();
+    assert!(matches!(
+        slave.set_epoch(Epoch(4)),
+        Err(StoreError::EpochBackwards { .. })
+    ));
+    let mut old = master.read_after(Position::ZERO, 1 << 20).unwrap();
+    for e in &mut old {
+        e.epoch = Epoch(3);
+    }
+    slave.append_replicated(old.clone()).await.unwrap();
+    let mut back = master.read_after(Position::ZERO, 1).unwrap();
+    back[0].position = Position(5);
+    back[0].epoch = Epoch(2);
+    assert!(matches!(
+        slave.append_replicated(back).await,
+        Err(StoreError::EpochBackwards { .. })
+    ));
+}
+
+#[tokio::test]
+async fn divergent_tail_is_truncated_and_replaced_by_the_masters_history() {
+    let (md, sd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let master = open(md.path());
+    let slave = open(sd.path());
+    for i in 0..10 {
+        append(&master, vec![enq("q", &i.to_string())]).await;
+    }
+    catch_up(&master, &slave).await;
+    // The slave was master for a while (old epoch) and wrote a tail the new
+    // master never had: an ack and a new message.
+    slave.set_epoch(Epoch(2)).unwrap();
+    append(&slave, vec![ack("q", "0"), enq("q", "stale")]).await;
+    master.set_epoch(Epoch(3)).unwrap();
+    append(&master, vec![enq("q", "10")]).await;
+    append(&master, vec![ack("q", "1")]).await;
+
+    slave.truncate_after(Position(10)).await.unwrap();
+    assert_eq!(slave.position(), Position(10));
+    assert_eq!(*slave.subscribe().borrow(), Position(10));
+    catch_up(&master, &slave).await;
+    let want = master.recover().unwrap();
+    assert_same(&slave.recover().unwrap(), &want);
+    // "0" is live again (its ack was in the truncated tail), "stale" gone.
+    assert_eq!(ids(&want, "q")[0], "0");
+    drop(slave);
+    assert_same(&open(sd.path()).recover().unwrap(), &want);
+}
+
+#[tokio::test]
+async fn truncation_at_a_segment_boundary_and_noop_truncation() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), small_segments(512)).unwrap();
+    for i in 0..20 {
+        append(&j, vec![enq("q", &i.to_string())]).await;
+    }
+    let files = segment_files(dir.path());
+    assert!(files.len() > 3);
+    let boundary: u64 = files[2].trim_end_matches(".log").parse().unwrap();
+    j.truncate_after(Position(boundary - 1)).await.unwrap();
+    j.truncate_after(Position(1000)).await.unwrap();
+    assert_eq!(j.position(), Position(boundary - 1));
+    append(&j, vec![enq("q", "after")]).await;
+    drop(j);
+    let r = Journal::open(dir.path(), small_segments(512))
+        .unwrap()
+        .recover()
+        .unwrap();
+    assert_eq!(r.position, Position(boundary));
+    assert_eq!(ids(&r, "q").len() as u64, boundary);
+}
+
+#[tokio::test]
+async fn truncation_below_deleted_acknowledgements_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(dir.path(), small_segments(512)).unwrap();
+    for i in 0..10 {
+        append(&j, vec![enq("q", &i.to_string())]).await;
+    }
+    for i in 0..10 {
+        append(&j, vec![ack("q", &i.to_string())]).await;
+    }
+    // The enqueues' segments are gone; truncating before the acks would
+    // need them back.
+    let err = j.truncate_after(Position(12)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::TruncateBelowHorizon { .. } | StoreError::Compacted { .. }
+        ),
+        "{err}"
+    );
+    assert_eq!(j.position(), Position(20));
+}
+
+#[tokio::test]
+async fn slave_behind_a_deleted_segment_resets_and_copies_everything() {
+    let opts = JournalOptions {
+        compaction: Compaction::Prefix,
+        ..small_segments(600)
+    };
+    let (md, sd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let master = Journal::open(md.path(), opts.clone()).unwrap();
+    let slave = Journal::open(sd.path(), opts.clone()).unwrap();
+    for i in 0..30 {
+        append(&master, vec![enq("q", &i.to_string())]).await;
+    }
+    let early = master.read_after(Position::ZERO, 1).unwrap();
+    slave.append_replicated(early).await.unwrap();
+    // The slave goes away; the master acknowledges and deletes segments.
+    for i in 0..20 {
+        append(&master, vec![ack("q", &i.to_string())]).await;
+    }
+    append(&master, vec![enq("q", "late")]).await;
+    let first = master.first_position();
+    assert!(first > Position(2), "nothing was deleted: {first}");
+    let err = master.read_after(slave.position(), 4096).unwrap_err();
+    let StoreError::Compacted {
+        first_available, ..
+    } = err
+    else {
+        panic!("{err}")
+    };
+    assert_eq!(first_available, first);
+    slave.reset(first_available).await.unwrap();
+    assert_eq!(slave.position(), Position(first.0 - 1));
+    catch_up(&master, &slave).await;
+    let want = master.recover().unwrap();
+    assert_same(&slave.recover().unwrap(), &want);
+    assert_eq!(ids(&want, "q").len(), 11);
+    drop(slave);
+    let reopened = Journal::open(sd.path(), opts).unwrap();
+    assert_same(&reopened.recover().unwrap(), &want);
+    assert_eq!(reopened.first_position(), first);
+}
+
+#[tokio::test]
+async fn reset_survives_a_restart_before_anything_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let j = open(dir.path());
+        append(&j, vec![enq("q", "old")]).await;
+        j.reset(Position(500)).await.unwrap();
+    }
+    let j = open(dir.path());
+    let r = j.recover().unwrap();
+    assert_eq!(r.position, Position(499));
+    assert_eq!(r.message_count(), 0);
+    assert_eq!(j.first_position(), Position(500));
+}
