@@ -1,4 +1,3 @@
-fn main() {
-    eprintln!("amqctl: not built yet");
-    std::process::exit(2);
+fn main() -> std::process::ExitCode {
+    amqctl::cli::main()
 }

@@ -1,0 +1,73 @@
+//! The command line. One subcommand per module: add a variant to [`Command`]
+//! holding that module's clap `Args`, and one arm to [`Command::run`].
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::diag::Diagnostics;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "amqctl",
+    version,
+    about = "Plan, deploy and verify ActiveMQ-style broker clusters from one inventory"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate an inventory, render every file and show what will happen.
+    Plan(crate::plan::PlanArgs),
+}
+
+impl Command {
+    pub fn run(self) -> anyhow::Result<()> {
+        match self {
+            Command::Plan(args) => crate::plan::run(args),
+        }
+    }
+}
+
+/// Exit codes: 0 ok (warnings allowed), 1 invalid inventory or failure, 2 usage.
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_INVALID: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+/// A usage mistake clap cannot see (e.g. two options that exclude each other
+/// only in some cases): exits 2 like clap's own usage errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Ends the process with this exit code; the command has already printed
+/// what went wrong (e.g. `plan --format json` prints its errors as JSON).
+#[derive(Debug, thiserror::Error)]
+#[error("exit code {0}")]
+pub struct Exit(pub u8);
+
+/// Parses the command line and runs it; maps errors to exit codes and prints
+/// them (inventory diagnostics with their source excerpts).
+pub fn main() -> ExitCode {
+    let cli = Cli::parse(); // prints usage errors itself and exits 2
+    match cli.command.run() {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(e) => {
+            if let Some(Exit(code)) = e.downcast_ref::<Exit>() {
+                ExitCode::from(*code)
+            } else if let Some(d) = e.downcast_ref::<Diagnostics>() {
+                eprint!("{}", d.render());
+                ExitCode::from(EXIT_INVALID)
+            } else if let Some(u) = e.downcast_ref::<UsageError>() {
+                eprintln!("error: {u}");
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                eprintln!("error: {e:#}");
+                ExitCode::from(EXIT_INVALID)
+            }
+        }
+    }
+}

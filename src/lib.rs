@@ -1,0 +1,19 @@
+//! amqctl: plan, deploy and verify ActiveMQ-style broker clusters from one
+//! inventory file.
+//!
+//! The pipeline is `inventory` (raw TOML) → `topology` (validated, via
+//! [`topology::Topology::load`]) → `render` (every file, start order, client
+//! URLs, failure modes, via [`render::render`]) → the commands (`plan`, ...).
+
+pub mod cli;
+pub mod diag;
+pub mod failure;
+pub mod inventory;
+pub mod plan;
+pub mod render;
+pub mod topology;
+mod validate;
+
+pub use diag::{Diagnostic, Diagnostics};
+pub use render::{render, RenderedPlan};
+pub use topology::Topology;
