@@ -24,7 +24,10 @@ const WRITE_BATCH: usize = 128;
 /// (STOMP leaves the tolerance to the implementation).
 const HEARTBEAT_TOLERANCE: u32 = 3;
 
-pub(super) async fn connect(addr: &str, options: &ConnectOptions) -> Result<Connection, ClientError> {
+pub(super) async fn connect(
+    addr: &str,
+    options: &ConnectOptions,
+) -> Result<Connection, ClientError> {
     if options.connect_timeout.is_zero() {
         return handshake(addr, options).await;
     }
@@ -124,10 +127,12 @@ async fn handshake(addr: &str, options: &ConnectOptions) -> Result<Connection, C
     match reply.command {
         Command::Connected => {}
         Command::Error => {
-            return Err(not_master(addr, &reply).unwrap_or_else(|| ClientError::Refused {
-                addr: addr.to_owned(),
-                message: error_message(&reply),
-            }))
+            return Err(
+                not_master(addr, &reply).unwrap_or_else(|| ClientError::Refused {
+                    addr: addr.to_owned(),
+                    message: error_message(&reply),
+                }),
+            )
         }
         other => {
             return Err(ClientError::Protocol {
@@ -219,10 +224,7 @@ async fn read_loop(
         };
         let frame = match next {
             None => {
-                let reason = format!(
-                    "no data or heart-beat for {} ms",
-                    dead_after.as_millis()
-                );
+                let reason = format!("no data or heart-beat for {} ms", dead_after.as_millis());
                 return shared.close(lost(&shared.addr, reason));
             }
             Some(None) => return shared.close(lost(&shared.addr, "closed by the broker")),

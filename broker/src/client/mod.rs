@@ -151,7 +151,9 @@ impl std::str::FromStr for AckMode {
             "auto" => Ok(AckMode::Auto),
             "client" => Ok(AckMode::Client),
             "client-individual" => Ok(AckMode::ClientIndividual),
-            _ => Err(format!("unknown ack mode {s:?}: expected auto, client or client-individual")),
+            _ => Err(format!(
+                "unknown ack mode {s:?}: expected auto, client or client-individual"
+            )),
         }
     }
 }
@@ -387,11 +389,9 @@ impl Connection {
     }
 
     fn enqueue(&self, item: Outgoing) -> Result<(), ClientError> {
-        self.out.send(item).map_err(|_| {
-            self.shared
-                .closed_reason()
-                .unwrap_or(ClientError::Closed)
-        })
+        self.out
+            .send(item)
+            .map_err(|_| self.shared.closed_reason().unwrap_or(ClientError::Closed))
     }
 
     /// Queues `frame` with a `receipt` header (its own, if it has one) and
@@ -446,7 +446,8 @@ impl Connection {
     ) -> Result<Subscription, ClientError> {
         let id = format!("sub-{}", self.next.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = mpsc::channel(DELIVERY_BUFFER);
-        self.subscribe_with(&id, destination, ack, headers, tx)?.await?;
+        self.subscribe_with(&id, destination, ack, headers, tx)?
+            .await?;
         Ok(Subscription {
             id,
             rx,
@@ -531,7 +532,10 @@ impl Connection {
     pub fn ack(&self, msg: &Delivery) -> Result<(), ClientError> {
         self.check_owner(msg)?;
         self.check_open()?;
-        self.enqueue(Outgoing::Frame(self.ack_frame(Command::Ack, msg, None), None))
+        self.enqueue(Outgoing::Frame(
+            self.ack_frame(Command::Ack, msg, None),
+            None,
+        ))
     }
 
     /// ACK inside a transaction.
@@ -552,7 +556,10 @@ impl Connection {
             });
         }
         self.check_open()?;
-        self.enqueue(Outgoing::Frame(self.ack_frame(Command::Nack, msg, None), None))
+        self.enqueue(Outgoing::Frame(
+            self.ack_frame(Command::Nack, msg, None),
+            None,
+        ))
     }
 
     /// BEGIN a transaction (receipted).

@@ -141,7 +141,9 @@ mod tests {
         let b = Backoff::new(&FailoverOptions::default());
         assert_eq!(
             ms(b, 15),
-            vec![10, 20, 40, 80, 160, 320, 640, 1280, 2560, 5120, 10240, 20480, 30000, 30000, 30000]
+            vec![
+                10, 20, 40, 80, 160, 320, 640, 1280, 2560, 5120, 10240, 20480, 30000, 30000, 30000
+            ]
         );
     }
 
@@ -163,7 +165,9 @@ mod tests {
 
     #[test]
     fn without_exponential_back_off_the_delay_is_constant() {
-        let b = Backoff::new(&opts("useExponentialBackOff=false&initialReconnectDelay=250"));
+        let b = Backoff::new(&opts(
+            "useExponentialBackOff=false&initialReconnectDelay=250",
+        ));
         assert_eq!(ms(b, 4), vec![250, 250, 250, 250]);
     }
 
@@ -225,10 +229,24 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(7);
         let fixed = opts("randomize=false");
         let order = connect_order(&members, &fixed, Some(&members[0]), None, &mut rng);
-        assert_eq!(order, vec![members[1].clone(), members[2].clone(), members[3].clone(), members[0].clone()]);
+        assert_eq!(
+            order,
+            vec![
+                members[1].clone(),
+                members[2].clone(),
+                members[3].clone(),
+                members[0].clone()
+            ]
+        );
 
         let redirect = Endpoint::new("master", 9);
-        let order = connect_order(&members, &fixed, Some(&members[0]), Some(&redirect), &mut rng);
+        let order = connect_order(
+            &members,
+            &fixed,
+            Some(&members[0]),
+            Some(&redirect),
+            &mut rng,
+        );
         assert_eq!(order[0], redirect);
         assert_eq!(order.len(), 5);
         assert_eq!(order[4], members[0]);

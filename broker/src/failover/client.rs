@@ -11,9 +11,7 @@
 use super::backoff::{connect_order, pass_limit, reconnects_after_drop, warn_now, Backoff};
 use super::events::{EventKind, FailoverEvent};
 use super::uri::{Endpoint, FailoverUri, UriError};
-use crate::client::{
-    AckMode, ClientError, ConnectOptions, Connection, OutgoingMessage, Receipt,
-};
+use crate::client::{AckMode, ClientError, ConnectOptions, Connection, OutgoingMessage, Receipt};
 use crate::stomp::{Command, Frame};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -163,7 +161,10 @@ impl FailoverClient {
     /// Parses `url` and connects, waiting like ActiveMQ's `createConnection`
     /// until a broker answers or `startupMaxReconnectAttempts` (or
     /// `maxReconnectAttempts`) passes have failed.
-    pub async fn connect(url: &str, options: ConnectOptions) -> Result<FailoverClient, FailoverError> {
+    pub async fn connect(
+        url: &str,
+        options: ConnectOptions,
+    ) -> Result<FailoverClient, FailoverError> {
         Self::connect_uri(FailoverUri::parse(url)?, options).await
     }
 
@@ -270,10 +271,13 @@ impl FailoverClient {
     ) -> Result<(), FailoverError> {
         let changed = match self.inner.uri.options.timeout {
             None => link.changed().await,
-            Some(t) => match tokio::time::timeout(t.saturating_sub(since.elapsed()), link.changed()).await {
-                Ok(r) => r,
-                Err(_) => return Err(FailoverError::Timeout(t)),
-            },
+            Some(t) => {
+                match tokio::time::timeout(t.saturating_sub(since.elapsed()), link.changed()).await
+                {
+                    Ok(r) => r,
+                    Err(_) => return Err(FailoverError::Timeout(t)),
+                }
+            }
         };
         changed.map_err(|_| FailoverError::Closed)
     }
@@ -644,7 +648,13 @@ async fn supervise(inner: Arc<Inner>) {
             for spec in st.subscriptions.values() {
                 // The receipt is not awaited: a refused SUBSCRIBE ends in an
                 // ERROR, which closes the connection anyway.
-                let _ = conn.subscribe_with(&spec.id, &spec.destination, spec.ack, &spec.headers, spec.sink.clone());
+                let _ = conn.subscribe_with(
+                    &spec.id,
+                    &spec.destination,
+                    spec.ack,
+                    &spec.headers,
+                    spec.sink.clone(),
+                );
             }
             for p in st.pending.values_mut() {
                 p.receipt = conn.request(p.frame.clone()).ok();
@@ -840,7 +850,9 @@ async fn priority_probe(inner: &Inner, current: &Endpoint) -> (Endpoint, Connect
     loop {
         tokio::time::sleep(backoff.next_delay()).await;
         for endpoint in &priority {
-            if let Ok(conn) = Connection::connect_endpoint(endpoint, &inner.options_for(endpoint)).await {
+            if let Ok(conn) =
+                Connection::connect_endpoint(endpoint, &inner.options_for(endpoint)).await
+            {
                 return (endpoint.clone(), conn);
             }
         }

@@ -59,7 +59,12 @@ impl FailoverEvent {
 
 impl fmt::Display for FailoverEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", humantime::format_rfc3339_millis(self.at), self.kind)
+        write!(
+            f,
+            "{} {}",
+            humantime::format_rfc3339_millis(self.at),
+            self.kind
+        )
     }
 }
 

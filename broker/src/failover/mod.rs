@@ -39,8 +39,8 @@ pub use backoff::{connect_order, pass_limit, reconnects_after_drop, warn_now, Ba
 pub use client::{Delivery, FailoverClient, FailoverError, Subscription, Transaction};
 pub use events::{EventKind, FailoverEvent};
 pub use uri::{
-    Endpoint, FailoverOptions, FailoverUri, MemberOptions, MemberUri, UriError,
-    DEFAULT_STOMP_PORT, FAILOVER_OPTIONS,
+    Endpoint, FailoverOptions, FailoverUri, MemberOptions, MemberUri, UriError, DEFAULT_STOMP_PORT,
+    FAILOVER_OPTIONS,
 };
 
 /// Header of the ERROR frame with which a slave that accepts STOMP

@@ -28,7 +28,9 @@ pub enum UriError {
     UnsupportedScheme { uri: String, scheme: String },
     #[error("unknown failover option {name:?}{hint}")]
     UnknownOption { name: String, hint: String },
-    #[error("failover option {name:?} is an ActiveMQ option this client does not support: {reason}")]
+    #[error(
+        "failover option {name:?} is an ActiveMQ option this client does not support: {reason}"
+    )]
     UnsupportedOption { name: String, reason: &'static str },
     #[error("unknown option {name:?} on member URI {uri}{hint}")]
     UnknownMemberOption {
@@ -366,7 +368,11 @@ impl FailoverOptions {
                 out.push(format!("{name}={value}"));
             }
         };
-        push(self.randomize != d.randomize, "randomize", self.randomize.to_string());
+        push(
+            self.randomize != d.randomize,
+            "randomize",
+            self.randomize.to_string(),
+        );
         push(
             self.initial_reconnect_delay != d.initial_reconnect_delay,
             "initialReconnectDelay",
@@ -463,7 +469,10 @@ impl FailoverUri {
         let ssp = ssp.strip_prefix("//").unwrap_or(ssp).trim();
         let (components, query) = if let Some(inner) = ssp.strip_prefix('(') {
             let close = matching_paren(inner).ok_or_else(|| {
-                syntax(url, "unbalanced parentheses: expected failover:(URI,URI,...)?OPTIONS")
+                syntax(
+                    url,
+                    "unbalanced parentheses: expected failover:(URI,URI,...)?OPTIONS",
+                )
             })?;
             let after = inner[close + 1..].trim();
             let query = match after.find('?') {
@@ -472,13 +481,18 @@ impl FailoverUri {
                 _ => {
                     return Err(syntax(
                         url,
-                        &format!("unexpected {after:?} after the member list: options start with '?'"),
+                        &format!(
+                            "unexpected {after:?} after the member list: options start with '?'"
+                        ),
                     ))
                 }
             };
             (&inner[..close], query)
         } else if ssp.contains('(') || ssp.contains(')') {
-            return Err(syntax(url, "parentheses must enclose the whole member list: failover:(URI,URI,...)?OPTIONS"));
+            return Err(syntax(
+                url,
+                "parentheses must enclose the whole member list: failover:(URI,URI,...)?OPTIONS",
+            ));
         } else {
             (ssp, None)
         };
@@ -492,7 +506,10 @@ impl FailoverUri {
                 return Err(syntax(url, "empty member URI in the list"));
             }
             if part.starts_with('(') || part.to_ascii_lowercase().starts_with("failover:") {
-                return Err(syntax(url, "nested composite URIs are not supported as failover members"));
+                return Err(syntax(
+                    url,
+                    "nested composite URIs are not supported as failover members",
+                ));
             }
             match MemberUri::parse(part) {
                 Ok(m) => members.push(m),
@@ -515,7 +532,10 @@ impl FailoverUri {
             }
         }
         if members.is_empty() {
-            return Err(syntax(url, "no member URIs: expected failover:(stomp://HOST:PORT,...)"));
+            return Err(syntax(
+                url,
+                "no member URIs: expected failover:(stomp://HOST:PORT,...)",
+            ));
         }
 
         let mut options = FailoverOptions::default();
@@ -571,11 +591,7 @@ impl FailoverUri {
             .cloned()
             .unwrap_or_else(|| MemberUri {
                 endpoint: endpoint.clone(),
-                options: self
-                    .members
-                    .first()
-                    .map(|m| m.options)
-                    .unwrap_or_default(),
+                options: self.members.first().map(|m| m.options).unwrap_or_default(),
             })
     }
 
@@ -673,7 +689,10 @@ fn parse_query(url: &str, query: &str) -> Result<Vec<(String, String)>, UriError
     let mut out = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         if !pair.contains('=') {
-            return Err(syntax(url, &format!("option {pair:?} has no value: write {pair}=VALUE")));
+            return Err(syntax(
+                url,
+                &format!("option {pair:?} has no value: write {pair}=VALUE"),
+            ));
         }
         let (name, value) = form_urlencoded::parse(pair.as_bytes())
             .next()
@@ -706,7 +725,12 @@ fn parse_authority(uri: &str, authority: &str) -> Result<Endpoint, UriError> {
         None => DEFAULT_STOMP_PORT,
         Some(p) => match p.parse::<u16>() {
             Ok(n) if n > 0 => n,
-            _ => return Err(syntax(uri, &format!("invalid port {p:?}: expected 1-65535"))),
+            _ => {
+                return Err(syntax(
+                    uri,
+                    &format!("invalid port {p:?}: expected 1-65535"),
+                ))
+            }
         },
     };
     Ok(Endpoint::new(host, port))
@@ -731,7 +755,11 @@ fn millis(name: &str, value: &str) -> Result<Duration, UriError> {
 fn attempts(name: &str, value: &str) -> Result<i32, UriError> {
     match value.trim().parse::<i32>() {
         Ok(n) if n >= -1 => Ok(n),
-        _ => Err(invalid(name, value, "a number of passes over the list, or -1 for ever")),
+        _ => Err(invalid(
+            name,
+            value,
+            "a number of passes over the list, or -1 for ever",
+        )),
     }
 }
 
@@ -744,7 +772,12 @@ fn is_failover_option(name: &str) -> bool {
 fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates
         .into_iter()
-        .map(|c| (strsim::jaro_winkler(&name.to_ascii_lowercase(), &c.to_ascii_lowercase()), c))
+        .map(|c| {
+            (
+                strsim::jaro_winkler(&name.to_ascii_lowercase(), &c.to_ascii_lowercase()),
+                c,
+            )
+        })
         .filter(|(score, _)| *score > 0.85)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c)
@@ -756,11 +789,16 @@ fn failover_option_hint(name: &str) -> String {
         return ": the back-off multiplier of failover: is called reconnectDelayExponent".into();
     }
     if MEMBER_OPTIONS.contains(&name) {
-        return format!(": {name} is a member URI option; set it for every member with nested.{name}");
+        return format!(
+            ": {name} is a member URI option; set it for every member with nested.{name}"
+        );
     }
     match closest(name, FAILOVER_OPTIONS) {
         Some(c) => format!(": did you mean {c}?"),
-        None => format!(": known options are {}, nested.*", FAILOVER_OPTIONS.join(", ")),
+        None => format!(
+            ": known options are {}, nested.*",
+            FAILOVER_OPTIONS.join(", ")
+        ),
     }
 }
 
@@ -828,7 +866,10 @@ mod tests {
     #[test]
     fn short_form_and_double_slash() {
         let u = FailoverUri::parse("failover:stomp://a:1,stomp://b:2").unwrap();
-        assert_eq!(u.endpoints(), vec![Endpoint::new("a", 1), Endpoint::new("b", 2)]);
+        assert_eq!(
+            u.endpoints(),
+            vec![Endpoint::new("a", 1), Endpoint::new("b", 2)]
+        );
         assert_eq!(u.options, FailoverOptions::default());
         let u = FailoverUri::parse("failover://(stomp://a:1)?randomize=false").unwrap();
         assert!(!u.options.randomize);
@@ -837,9 +878,16 @@ mod tests {
     #[test]
     fn short_form_query_belongs_to_the_last_member_as_in_activemq() {
         // A member option in the short form is legal and lands on the last member only.
-        let u = FailoverUri::parse("failover:stomp://a:1,stomp://b:2?connectionTimeout=500").unwrap();
-        assert_eq!(u.members[0].options.connection_timeout, Duration::from_secs(30));
-        assert_eq!(u.members[1].options.connection_timeout, Duration::from_millis(500));
+        let u =
+            FailoverUri::parse("failover:stomp://a:1,stomp://b:2?connectionTimeout=500").unwrap();
+        assert_eq!(
+            u.members[0].options.connection_timeout,
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            u.members[1].options.connection_timeout,
+            Duration::from_millis(500)
+        );
         // A failover option there is an error that shows the fix.
         let e = FailoverUri::parse("failover:stomp://a:1,stomp://b:2?randomize=false").unwrap_err();
         let msg = e.to_string();
@@ -853,12 +901,17 @@ mod tests {
     #[test]
     fn unknown_options_are_named_with_a_hint() {
         let e = FailoverUri::parse("failover:(stomp://a:1)?backOffMultiplier=2").unwrap_err();
-        assert!(matches!(e, UriError::UnknownOption { ref name, .. } if name == "backOffMultiplier"));
+        assert!(
+            matches!(e, UriError::UnknownOption { ref name, .. } if name == "backOffMultiplier")
+        );
         assert!(e.to_string().contains("reconnectDelayExponent"));
 
         let e = FailoverUri::parse("failover:(stomp://a:1)?maxReconectAttempts=2").unwrap_err();
         assert!(e.to_string().contains("\"maxReconectAttempts\""), "{e}");
-        assert!(e.to_string().contains("did you mean maxReconnectAttempts?"), "{e}");
+        assert!(
+            e.to_string().contains("did you mean maxReconnectAttempts?"),
+            "{e}"
+        );
 
         let e = FailoverUri::parse("failover:(stomp://a:1)?frobnicate=1").unwrap_err();
         assert!(e.to_string().contains("known options are randomize"), "{e}");
@@ -867,14 +920,19 @@ mod tests {
         assert!(e.to_string().contains("nested.connectionTimeout"), "{e}");
 
         let e = FailoverUri::parse("failover:(stomp://a:1)?nested.soTimeout=1").unwrap_err();
-        assert!(matches!(e, UriError::UnknownMemberOption { ref name, .. } if name == "nested.soTimeout"));
+        assert!(
+            matches!(e, UriError::UnknownMemberOption { ref name, .. } if name == "nested.soTimeout")
+        );
     }
 
     #[test]
     fn recognised_but_unsupported_activemq_options_are_refused_with_a_reason() {
         for name in ["backup", "trackMessages", "updateURIsURL", "maxCacheSize"] {
             let e = FailoverUri::parse(&format!("failover:(stomp://a:1)?{name}=true")).unwrap_err();
-            assert!(matches!(e, UriError::UnsupportedOption { name: ref n, .. } if n == name), "{e}");
+            assert!(
+                matches!(e, UriError::UnsupportedOption { name: ref n, .. } if n == name),
+                "{e}"
+            );
         }
     }
 
@@ -887,11 +945,17 @@ mod tests {
             ("reconnectDelayExponent=0", "reconnectDelayExponent"),
             ("reconnectDelayExponent=NaN", "reconnectDelayExponent"),
             ("maxReconnectAttempts=-2", "maxReconnectAttempts"),
-            ("startupMaxReconnectAttempts=x", "startupMaxReconnectAttempts"),
+            (
+                "startupMaxReconnectAttempts=x",
+                "startupMaxReconnectAttempts",
+            ),
             ("timeout=soon", "timeout"),
         ] {
             let e = FailoverUri::parse(&format!("failover:(stomp://a:1)?{q}")).unwrap_err();
-            assert!(matches!(e, UriError::InvalidValue { name: ref n, .. } if n == name), "{q}: {e}");
+            assert!(
+                matches!(e, UriError::InvalidValue { name: ref n, .. } if n == name),
+                "{q}: {e}"
+            );
         }
         let e = FailoverUri::parse("failover:(stomp://a:1)?randomize").unwrap_err();
         assert!(e.to_string().contains("randomize=VALUE"), "{e}");
@@ -923,8 +987,14 @@ mod tests {
         let m = MemberUri::parse("stomp://[::1]:61614").unwrap();
         assert_eq!(m.endpoint, Endpoint::new("::1", 61614));
         assert_eq!(m.endpoint.socket_addr_string(), "[::1]:61614");
-        assert_eq!(MemberUri::parse("stomp://h").unwrap().endpoint.port, DEFAULT_STOMP_PORT);
-        assert_eq!(MemberUri::parse("stomp+nio://h:1/").unwrap().endpoint, Endpoint::new("h", 1));
+        assert_eq!(
+            MemberUri::parse("stomp://h").unwrap().endpoint.port,
+            DEFAULT_STOMP_PORT
+        );
+        assert_eq!(
+            MemberUri::parse("stomp+nio://h:1/").unwrap().endpoint,
+            Endpoint::new("h", 1)
+        );
         assert!(matches!(
             MemberUri::parse("tcp://h:61616"),
             Err(UriError::OpenWireNotSupported { .. })
@@ -936,7 +1006,14 @@ mod tests {
             MemberUri::parse("ssl://h:1"),
             Err(UriError::UnsupportedScheme { .. })
         ));
-        for bad in ["stomp://:1", "stomp://h:0", "stomp://h:99999", "stomp://h:1/path", "h:1", "stomp://u:p@h:1"] {
+        for bad in [
+            "stomp://:1",
+            "stomp://h:0",
+            "stomp://h:99999",
+            "stomp://h:1/path",
+            "h:1",
+            "stomp://u:p@h:1",
+        ] {
             assert!(MemberUri::parse(bad).is_err(), "{bad}");
         }
     }
@@ -979,7 +1056,10 @@ mod tests {
 
     #[test]
     fn url_decoding_of_values() {
-        let u = FailoverUri::parse("failover:(stomp://a:1,stomp://b:2)?priorityURIs=stomp%3A%2F%2Fb%3A2").unwrap();
+        let u = FailoverUri::parse(
+            "failover:(stomp://a:1,stomp://b:2)?priorityURIs=stomp%3A%2F%2Fb%3A2",
+        )
+        .unwrap();
         assert_eq!(u.options.priority_uris, vec![Endpoint::new("b", 2)]);
     }
 }
