@@ -1,9 +1,14 @@
 //! amq-broker: a STOMP message broker with ActiveMQ Classic's clustering
 //! features (failover transport, networks of brokers, master/slave).
 
+pub mod broker;
 pub mod config;
+pub mod connection;
 pub mod client;
 pub mod failover;
 pub mod message;
+pub mod role;
+pub mod server;
+pub mod status;
 pub mod stomp;
 pub mod store;

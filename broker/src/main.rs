@@ -1,4 +1,206 @@
-fn main() {
-    eprintln!("amq-broker: not built yet");
-    std::process::exit(2);
+//! `amq-broker --config activemq.xml [--status HOST:PORT] [-Dname=value]...`
+//!
+//! Reads and validates the configuration (errors exit non-zero before
+//! anything listens), opens the store, binds the status endpoint and the
+//! STOMP connectors, and serves until SIGTERM/SIGINT: then clients are told
+//! (ERROR) and disconnected and the journal is synced before exiting.
+
+use amq_broker::broker::{Broker, BrokerSettings};
+use amq_broker::config::{BrokerConfig, Persistence, Placeholders};
+use amq_broker::role::Role;
+use amq_broker::store::{Journal, JournalOptions, Store};
+use amq_broker::{server, status};
+use anyhow::{bail, Context};
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "A STOMP message broker configured by ActiveMQ's activemq.xml"
+)]
+struct Args {
+    /// activemq.xml to run (a path, or ActiveMQ's xbean:file:PATH).
+    #[arg(long, short = 'c', value_name = "PATH")]
+    config: PathBuf,
+    /// Serve /status (JSON) and /metrics (Prometheus) on HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    status: Option<String>,
+    /// Placeholder values, like Java system properties:
+    /// -Dactivemq.data=/var/lib/amq. ACTIVEMQ_DATA etc. work too.
+    #[arg(short = 'D', value_name = "NAME=VALUE", value_parser = parse_define)]
+    define: Vec<(String, String)>,
+    /// Validate the configuration, print its warnings, and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn parse_define(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not NAME=VALUE"))
+}
+
+fn main() -> ExitCode {
+    let level = std::env::var("AMQ_LOG")
+        .ok()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(tracing::Level::INFO);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args = Args::parse();
+    let config = match load(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("amq-broker: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check {
+        println!(
+            "{}: broker {} OK ({} warnings)",
+            config.file.display(),
+            config.broker_name,
+            config.warnings.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match runtime.block_on(run(config, args.status)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("amq-broker: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load(args: &Args) -> anyhow::Result<BrokerConfig> {
+    let mut placeholders = Placeholders::for_config_file(&args.config);
+    for (k, v) in &args.define {
+        placeholders.set(k, v);
+    }
+    let config = BrokerConfig::load(&args.config, &placeholders)?;
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    if config.stomp_connectors().next().is_none() {
+        bail!(
+            "{}: no stomp:// transportConnector: amq-broker serves STOMP; add e.g. <transportConnector name=\"stomp\" uri=\"stomp://0.0.0.0:61613\"/>",
+            config.file.display()
+        );
+    }
+    Ok(config)
+}
+
+/// The journal of a standalone broker (`None` for `persistent="false"`).
+fn open_store(config: &BrokerConfig) -> anyhow::Result<Option<Arc<Journal>>> {
+    match &config.persistence {
+        Persistence::Memory => Ok(None),
+        Persistence::KahaDb(k) => {
+            let options = JournalOptions {
+                segment_size: k.journal_max_file_length,
+                ..JournalOptions::default()
+            };
+            let journal = Journal::open(&k.directory, options)
+                .with_context(|| format!("opening the journal in {}", k.directory.display()))?;
+            Ok(Some(Arc::new(journal)))
+        }
+        Persistence::ReplicatedLevelDb(_) => bail!(
+            "{}: <replicatedLevelDB> needs the master/slave election, which this build does not serve yet; use <kahaDB>",
+            config.file.display()
+        ),
+    }
+}
+
+async fn run(config: BrokerConfig, status_addr: Option<String>) -> anyhow::Result<()> {
+    let journal = open_store(&config)?;
+    let store = journal.clone().map(|j| j as Arc<dyn Store>);
+    let broker = Broker::new(
+        BrokerSettings::from_config(&config),
+        store,
+        Role::Standalone,
+    )
+    .context("recovering the journal")?;
+    let status = broker.status();
+    tracing::info!(
+        broker = %config.broker_name,
+        recovered = status.destinations.iter().map(|d| d.depth).sum::<usize>(),
+        position = status.journal.as_ref().map(|j| j.position).unwrap_or(0),
+        "store ready"
+    );
+
+    let shutdown = CancellationToken::new();
+    let status_task = match status_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for the status endpoint"))?;
+            tracing::info!(address = %listener.local_addr()?, "status endpoint: /status, /metrics");
+            Some(tokio::spawn(status::run(
+                listener,
+                broker.clone(),
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
+    let connectors = server::connectors(&config);
+    let listeners = server::bind(&connectors).await?;
+    tracing::info!(broker = %config.broker_name, "started");
+
+    let expiry = tokio::spawn({
+        let broker = broker.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            while tokio::select! { _ = tick.tick() => true, _ = shutdown.cancelled() => false } {
+                let _ = broker.expire();
+            }
+        }
+    });
+    tokio::spawn(stop_on_signal_or_failure(broker.failed(), shutdown.clone()));
+
+    server::serve(
+        broker.clone(),
+        connectors,
+        Some(listeners),
+        shutdown.clone(),
+    )
+    .await?;
+    shutdown.cancel();
+    let _ = expiry.await;
+    if let Some(t) = status_task {
+        let _ = t.await;
+    }
+    let failed = broker.failed().is_cancelled();
+    drop(broker);
+    if let Some(j) = journal {
+        tokio::task::spawn_blocking(move || j.flush()).await?;
+        tracing::info!("journal synced");
+    }
+    if failed {
+        bail!("stopped after a store failure");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn stop_on_signal_or_failure(failed: CancellationToken, shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        _ = failed.cancelled() => tracing::error!("store failed: shutting down"),
+    }
+    shutdown.cancel();
 }

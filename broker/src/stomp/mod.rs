@@ -17,7 +17,9 @@
 //! ```
 
 mod codec;
+mod convert;
 mod frame;
 
 pub use codec::{encode_to_bytes, Codec, CodecError, Limits};
+pub use convert::{message_frame, message_from_send, parse_destination};
 pub use frame::{Command, Frame, HeartBeat, Transmission, UnknownCommand, Version};

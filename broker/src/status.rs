@@ -1,0 +1,182 @@
+//! The HTTP status endpoint (ActiveMQ's console listens on 8161):
+//! `/status` is JSON for tools (`amqctl verify`, operators' scripts),
+//! `/metrics` is Prometheus text.
+
+use crate::broker::{Broker, BrokerStatus};
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use std::fmt::Write;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub fn router(broker: Arc<Broker>) -> Router {
+    Router::new()
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .with_state(broker)
+}
+
+/// Serves the endpoint on `listener` until `shutdown`.
+pub async fn run(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(broker))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+async fn status(State(broker): State<Arc<Broker>>) -> Json<BrokerStatus> {
+    Json(broker.status())
+}
+
+async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        prometheus_text(&broker.status()),
+    )
+}
+
+/// Prometheus exposition format, one family per quantity.
+pub fn prometheus_text(s: &BrokerStatus) -> String {
+    let mut out = String::new();
+    let broker = escape_label(&s.broker_name);
+    let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+        let _ = writeln!(out, "# HELP amq_{name} {help}\n# TYPE amq_{name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(out, "amq_{name}{{broker=\"{broker}\"{labels}}} {v}");
+        }
+    };
+    let one = |v: f64| vec![(String::new(), v)];
+    family(
+        "uptime_seconds",
+        "gauge",
+        "Seconds since the broker started.",
+        &one(s.uptime_seconds),
+    );
+    family(
+        "role",
+        "gauge",
+        "1 for the broker's current role.",
+        &[(format!(",role=\"{}\"", s.role.name()), 1.0)],
+    );
+    family(
+        "connections",
+        "gauge",
+        "Open client connections.",
+        &one(s.connections as f64),
+    );
+    family(
+        "memory_used_bytes",
+        "gauge",
+        "Bytes held by non-persistent messages.",
+        &one(s.memory_used as f64),
+    );
+    family(
+        "memory_limit_bytes",
+        "gauge",
+        "Memory limit for non-persistent messages.",
+        &one(s.memory_limit as f64),
+    );
+    if let Some(j) = &s.journal {
+        family(
+            "journal_position",
+            "gauge",
+            "Position of the last journal record.",
+            &one(j.position as f64),
+        );
+        family(
+            "journal_appends_total",
+            "counter",
+            "Batches appended to the journal.",
+            &one(j.stats.appends as f64),
+        );
+        family(
+            "journal_records_total",
+            "counter",
+            "Records appended to the journal.",
+            &one(j.stats.records as f64),
+        );
+        family(
+            "journal_fsyncs_total",
+            "counter",
+            "fdatasync calls of the journal.",
+            &one(j.stats.fsyncs as f64),
+        );
+        family(
+            "journal_bytes_total",
+            "counter",
+            "Bytes appended to the journal.",
+            &one(j.stats.bytes as f64),
+        );
+        family(
+            "journal_segments",
+            "gauge",
+            "Journal segment files on disk.",
+            &one(j.stats.segments as f64),
+        );
+    }
+    let per_dest = |f: &dyn Fn(&crate::broker::DestinationStatus) -> f64| -> Vec<(String, f64)> {
+        s.destinations
+            .iter()
+            .map(|d| {
+                (
+                    format!(
+                        ",type=\"{}\",destination=\"{}\"",
+                        d.kind,
+                        escape_label(&d.name)
+                    ),
+                    f(d),
+                )
+            })
+            .collect()
+    };
+    family(
+        "destination_depth",
+        "gauge",
+        "Messages not yet acknowledged.",
+        &per_dest(&|d| d.depth as f64),
+    );
+    family(
+        "destination_consumers",
+        "gauge",
+        "Subscriptions on the destination.",
+        &per_dest(&|d| d.consumers as f64),
+    );
+    family(
+        "destination_enqueued_total",
+        "counter",
+        "Messages sent to the destination.",
+        &per_dest(&|d| d.counters.enqueued as f64),
+    );
+    family(
+        "destination_dequeued_total",
+        "counter",
+        "Messages acknowledged.",
+        &per_dest(&|d| d.counters.dequeued as f64),
+    );
+    family(
+        "destination_expired_total",
+        "counter",
+        "Messages expired.",
+        &per_dest(&|d| d.counters.expired as f64),
+    );
+    family(
+        "destination_dead_lettered_total",
+        "counter",
+        "Messages moved to a dead-letter queue after too many redeliveries.",
+        &per_dest(&|d| d.counters.dead_lettered as f64),
+    );
+    out
+}
+
+fn escape_label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
