@@ -193,6 +193,24 @@ impl<'a> SourceMap<'a> {
         self.file
     }
 
+    /// The span of the key whose value starts at `value_start` (`key = value`
+    /// on one line); used where serde gives only the value's span.
+    pub fn key_before(&self, value_start: usize) -> Range<usize> {
+        let head = &self.text[..value_start.min(self.text.len())];
+        let Some(eq) = head.trim_end().strip_suffix('=') else {
+            return value_start..value_start;
+        };
+        let key = eq.trim_end();
+        let end = key.len();
+        let start = if key.ends_with(['"', '\'']) {
+            key[..end - 1].rfind(['"', '\'']).unwrap_or(0)
+        } else {
+            key.rfind(|c: char| !(c.is_ascii_alphanumeric() || "_-.".contains(c)))
+                .map_or(0, |i| i + 1)
+        };
+        start..end
+    }
+
     /// The location of a byte span. Multi-line spans are marked to the end of
     /// their first line.
     pub fn locate(&self, span: Range<usize>) -> Location {

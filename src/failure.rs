@@ -9,13 +9,17 @@ use serde::Serialize;
 
 use crate::topology::{Store, Topology};
 
-/// One row: a node and the effects of its death.
+/// One row: a node (a service, or a whole host when services share hosts)
+/// and the effects of its death.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FailureMode {
-    pub service: String,
+    /// The service name, or `host <name>` for a whole machine.
+    pub node: String,
     pub host: String,
-    /// e.g. "ZooKeeper node 1 of 3" or "broker of replicated group ha (1 of 3)".
+    /// e.g. "ZooKeeper node 1 of 3", "broker of replicated group ha (1 of 3)".
     pub role: String,
+    /// The services that die with it.
+    pub dies: Vec<String>,
     pub effects: Vec<Effect>,
 }
 
@@ -67,7 +71,8 @@ impl fmt::Display for Effect {
             }
             Effect::ZookeeperQuorumLost { groups } => write!(
                 f,
-                "ZooKeeper quorum lost: no master can be elected in {}",
+                "ZooKeeper quorum lost: group{} {} unavailable (no master can be elected)",
+                if groups.len() == 1 { "" } else { "s" },
                 groups.join(", ")
             ),
             Effect::Failover { group, how } => {
@@ -87,108 +92,152 @@ impl fmt::Display for Effect {
     }
 }
 
-/// Every node's failure mode, in start order.
+/// Every service's failure mode in start order, then (when the cluster
+/// spans several hosts) every host's: a machine takes all its services down.
 pub fn failure_modes(topo: &Topology) -> Vec<FailureMode> {
     let mut out = Vec::new();
-    let replicated: Vec<String> = topo
-        .groups
-        .iter()
-        .filter(|g| matches!(g.store, Store::Replicated(_)))
-        .map(|g| g.name.clone())
-        .collect();
     if let Some(zk) = &topo.zookeeper {
-        let size = zk.nodes.len();
         for node in &zk.nodes {
-            let up = size - 1;
-            let mut effects = Vec::new();
-            if up < zk.quorum() {
-                effects.push(Effect::ZookeeperQuorumLost {
-                    groups: replicated.clone(),
-                });
-                effects.extend(network_losses(topo, &replicated));
-            } else {
-                effects.push(Effect::ZookeeperDegraded {
-                    up,
-                    size,
-                    tolerance_left: up - zk.quorum(),
-                });
-            }
             out.push(FailureMode {
-                service: node.service.clone(),
+                node: node.service.clone(),
                 host: node.host.clone(),
-                role: format!("ZooKeeper node {} of {size}", node.id),
-                effects,
+                role: format!("ZooKeeper node {} of {}", node.id, zk.nodes.len()),
+                dies: vec![node.service.clone()],
+                effects: effects(topo, &[node.service.as_str()]),
             });
         }
     }
     for group in &topo.groups {
-        let n = group.brokers.len();
         for (i, broker) in group.brokers.iter().enumerate() {
-            let up = n - 1;
-            let needed = group.needed();
-            let mut effects = Vec::new();
-            if up < needed {
-                let reason = match &group.store {
-                    Store::Replicated(r) => {
-                        format!("quorum lost ({up} of {} up, needs {needed})", r.replicas)
-                    }
-                    _ if n == 1 => "its only broker".to_string(),
-                    _ => "no broker left".to_string(),
-                };
-                effects.push(Effect::GroupUnavailable {
-                    group: group.name.clone(),
-                    reason,
-                });
-                effects.extend(network_losses(topo, std::slice::from_ref(&group.name)));
-            } else {
-                let how = match &group.store {
-                    Store::Replicated(_) => {
-                        "ZooKeeper elects the most up-to-date slave".to_string()
-                    }
-                    Store::SharedFile(s) => format!(
-                        "a slave takes the lock (within lockAcquireSleepInterval = {} ms)",
-                        s.lock_acquire_sleep_interval
-                    ),
-                    Store::Standalone => unreachable!("a standalone group has one broker"),
-                };
-                effects.push(Effect::Failover {
-                    group: group.name.clone(),
-                    how,
-                });
-                if up == needed {
-                    effects.push(Effect::LosesHighAvailability {
-                        group: group.name.clone(),
-                    });
-                }
-            }
             out.push(FailureMode {
-                service: broker.name.clone(),
+                node: broker.name.clone(),
                 host: broker.host.clone(),
                 role: format!(
-                    "broker of {} group {} ({} of {n})",
+                    "broker of {} group {} ({} of {})",
                     group.store.kind(),
                     group.name,
-                    i + 1
+                    i + 1,
+                    group.brokers.len()
                 ),
-                effects,
+                dies: vec![broker.name.clone()],
+                effects: effects(topo, &[broker.name.as_str()]),
+            });
+        }
+    }
+    if topo.hosts.len() > 1 {
+        for host in &topo.hosts {
+            let dies: Vec<&str> = topo
+                .zookeeper
+                .iter()
+                .flat_map(|z| &z.nodes)
+                .filter(|n| n.host == host.name)
+                .map(|n| n.service.as_str())
+                .chain(
+                    topo.brokers()
+                        .filter(|b| b.host == host.name)
+                        .map(|b| b.name.as_str()),
+                )
+                .collect();
+            if dies.len() < 2 {
+                continue; // its one service already has a row
+            }
+            out.push(FailureMode {
+                node: format!("host {}", host.name),
+                host: host.name.clone(),
+                role: format!("machine running {}", dies.join(", ")),
+                dies: dies.iter().map(ToString::to_string).collect(),
+                effects: effects(topo, &dies),
             });
         }
     }
     out
 }
 
-/// Networks that lose a member when `gone` groups stop serving.
-fn network_losses(topo: &Topology, gone: &[String]) -> Vec<Effect> {
+/// What the cluster degrades to when the services in `dead` die together.
+pub fn effects(topo: &Topology, dead: &[&str]) -> Vec<Effect> {
     let mut out = Vec::new();
+    let mut unavailable: Vec<String> = Vec::new();
+    if let Some(zk) = &topo.zookeeper {
+        let size = zk.nodes.len();
+        let up = zk
+            .nodes
+            .iter()
+            .filter(|n| !dead.contains(&n.service.as_str()))
+            .count();
+        if up < zk.quorum() {
+            let groups: Vec<String> = topo
+                .groups
+                .iter()
+                .filter(|g| matches!(g.store, Store::Replicated(_)))
+                .map(|g| g.name.clone())
+                .collect();
+            unavailable.extend(groups.iter().cloned());
+            out.push(Effect::ZookeeperQuorumLost { groups });
+        } else if up < size {
+            out.push(Effect::ZookeeperDegraded {
+                up,
+                size,
+                tolerance_left: up - zk.quorum(),
+            });
+        }
+    }
+    for group in &topo.groups {
+        let n = group.brokers.len();
+        let down = group
+            .brokers
+            .iter()
+            .filter(|b| dead.contains(&b.name.as_str()))
+            .count();
+        if down == 0 || unavailable.contains(&group.name) {
+            continue;
+        }
+        let up = n - down;
+        let needed = group.needed();
+        if up < needed {
+            let reason = match &group.store {
+                Store::Replicated(r) => {
+                    format!("quorum lost ({up} of {} up, needs {needed})", r.replicas)
+                }
+                _ if n == 1 => "its only broker".to_string(),
+                _ => "no broker left".to_string(),
+            };
+            out.push(Effect::GroupUnavailable {
+                group: group.name.clone(),
+                reason,
+            });
+            unavailable.push(group.name.clone());
+            continue;
+        }
+        let how = match &group.store {
+            Store::Replicated(_) => "ZooKeeper elects the most up-to-date slave".to_string(),
+            Store::SharedFile(s) => format!(
+                "a slave takes the lock (within lockAcquireSleepInterval = {} ms)",
+                s.lock_acquire_sleep_interval
+            ),
+            Store::Standalone => unreachable!("a standalone group has one broker"),
+        };
+        out.push(Effect::Failover {
+            group: group.name.clone(),
+            how,
+        });
+        if up == needed {
+            out.push(Effect::LosesHighAvailability {
+                group: group.name.clone(),
+            });
+        }
+    }
     for net in &topo.networks {
         for g in net.groups() {
-            if gone.iter().any(|x| x == g) {
+            if unavailable.iter().any(|x| x == g) {
                 out.push(Effect::LosesLoadBalancing {
                     network: net.name.clone(),
                     group: g.to_string(),
                 });
             }
         }
+    }
+    if out.is_empty() {
+        out.push(Effect::NoEffect);
     }
     out
 }

@@ -150,7 +150,7 @@ pub struct RawClients {
 
 /// Failover transport options keyed by ActiveMQ's own URI option names, kept
 /// as written so validation can name unknown options and suggest the real one.
-pub type FailoverTable = BTreeMap<S<String>, S<toml::Value>>;
+pub type FailoverTable = BTreeMap<String, S<toml::Value>>;
 
 /// A secret as written: `{ env = "VAR" }`, `{ file = "/path" }`, or (only with
 /// `cluster.allow_inline_secrets`) `{ value = "..." }` or a bare string.

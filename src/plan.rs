@@ -203,9 +203,10 @@ fn json(
         .iter()
         .map(|m| {
             serde_json::json!({
-                "service": m.service,
+                "node": m.node,
                 "host": m.host,
                 "role": m.role,
+                "dies": m.dies,
                 "effects": m.effects,
                 "summary": m.effects.iter().map(ToString::to_string).collect::<Vec<_>>(),
             })
@@ -502,7 +503,7 @@ fn text(topo: &Topology, plan: &RenderedPlan, out: Option<&Path>) -> String {
                 .join("; ");
             let style = if severe { &s.bad } else { &s.warn };
             vec![
-                s.name.apply_to(&m.service).to_string(),
+                s.name.apply_to(&m.node).to_string(),
                 m.role.clone(),
                 style.apply_to(effects).to_string(),
             ]

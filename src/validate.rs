@@ -227,6 +227,23 @@ impl Validator<'_, '_> {
         path
     }
 
+    /// A path on the machine running amqctl: `~/` is the user's home,
+    /// relative paths are from the inventory's directory.
+    fn local_path(&mut self, p: &S<String>) -> PathBuf {
+        let raw = p.get_ref();
+        if let Some(rest) = raw.strip_prefix("~/") {
+            match (self.env)("HOME") {
+                Some(home) => return PathBuf::from(home).join(rest),
+                None => self.c.error(
+                    sp(p),
+                    format!("cannot expand `~` in {raw}: HOME is not set"),
+                    "give an absolute path",
+                ),
+            }
+        }
+        self.dir.join(raw)
+    }
+
     fn one_of(&mut self, v: &S<String>, allowed: &[&str], key: &str) -> Option<String> {
         if allowed.contains(&v.get_ref().as_str()) {
             Some(v.get_ref().clone())
@@ -525,11 +542,8 @@ impl Validator<'_, '_> {
             out.user = u.get_ref().clone();
         }
         out.port = self.int(&t.port, 22, 1, 65535, "ssh port") as u16;
-        out.identity_file = t.identity_file.as_ref().map(|p| PathBuf::from(p.get_ref()));
-        out.known_hosts_file = t
-            .known_hosts_file
-            .as_ref()
-            .map(|p| PathBuf::from(p.get_ref()));
+        out.identity_file = t.identity_file.as_ref().map(|p| self.local_path(p));
+        out.known_hosts_file = t.known_hosts_file.as_ref().map(|p| self.local_path(p));
         if let Some(k) = &t.known_hosts {
             if self
                 .one_of(k, &["strict", "accept-new"], "known_hosts")
@@ -1064,18 +1078,34 @@ impl Validator<'_, '_> {
     // ---- failover options ---------------------------------------------------
 
     fn failover(&mut self, table: &FailoverTable, out: &mut Vec<(String, String)>) {
-        for (k, v) in table {
-            let key = k.get_ref().as_str();
+        for (key, v) in table {
+            let key = key.as_str();
+            let kspan = self.c.map.key_before(v.span().start);
             let known = FAILOVER_OPTIONS
                 .iter()
                 .find(|(n, _)| *n == key)
                 .map(|(_, t)| *t);
+            // `nested.X = v` (options appended to every member URI) parses
+            // as a TOML table `nested = { X = v }`.
+            if let (None, "nested", toml::Value::Table(t)) = (known, key, v.get_ref()) {
+                for (k, val) in t {
+                    let name = format!("nested.{k}");
+                    let value = match val {
+                        toml::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    match out.iter_mut().find(|(n, _)| *n == name) {
+                        Some(slot) => slot.1 = value,
+                        None => out.push((name, value)),
+                    }
+                }
+                continue;
+            }
             let ty = match known {
                 Some(t) => t,
-                None if key.starts_with("nested.") && key.len() > "nested.".len() => OptType::Str,
                 None if key == "backOffMultiplier" => {
                     self.c.error(
-                        sp(k),
+                        kspan,
                         "`backOffMultiplier` is not a failover transport option",
                         "use `reconnectDelayExponent` (failover: has no backOffMultiplier setter and ActiveMQ rejects the URI; backOffMultiplier belongs to static:/multicast: discovery)",
                     );
@@ -1093,7 +1123,7 @@ impl Validator<'_, '_> {
                         ),
                     };
                     self.c
-                        .error(sp(k), format!("unknown failover option `{key}`"), help);
+                        .error(kspan, format!("unknown failover option `{key}`"), help);
                     continue;
                 }
             };
