@@ -222,7 +222,12 @@ pub fn parse(map: &SourceMap<'_>, text: &str) -> Result<(RawInventory, Diagnosti
             } else {
                 "fix the TOML syntax at this position"
             };
-            c.error(span, message.trim_end().to_string(), help);
+            // serde speaks Rust types; the inventory speaks TOML.
+            let message = message
+                .trim_end()
+                .replace("expected i64", "expected an integer")
+                .replace("expected a boolean", "expected true or false");
+            c.error(span, message, help);
             Err(c.out)
         }
     }
@@ -236,24 +241,25 @@ enum Seg {
 
 fn segments(path: &serde_ignored::Path<'_>) -> Vec<Seg> {
     use serde_ignored::Path;
-    let mut out = match path {
-        Path::Root => return Vec::new(),
+    match path {
+        Path::Root => Vec::new(),
         Path::Seq { parent, index } => {
             let mut v = segments(parent);
             v.push(Seg::Index(*index));
-            return v;
+            v
         }
+        // `Spanned<T>` deserializes through a private wrapper key; it is not
+        // part of the document's path.
+        Path::Map { parent, key } if key.starts_with("$__serde_spanned") => segments(parent),
         Path::Map { parent, key } => {
             let mut v = segments(parent);
             v.push(Seg::Key(key.clone()));
-            return v;
+            v
         }
         Path::Some { parent }
         | Path::NewtypeStruct { parent }
         | Path::NewtypeVariant { parent } => segments(parent),
-    };
-    out.shrink_to_fit();
-    out
+    }
 }
 
 fn report_unknown_keys(c: &mut Collector<'_>, text: &str, ignored: &[Vec<Seg>]) {

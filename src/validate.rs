@@ -96,7 +96,8 @@ pub(crate) fn validate(
 struct PortUse {
     host: String,
     port: u16,
-    owner: String,
+    service: String,
+    key: &'static str,
     span: Range<usize>,
 }
 
@@ -309,7 +310,8 @@ impl Validator<'_, '_> {
         self.ports.push(PortUse {
             host: host.to_string(),
             port: value as u16,
-            owner: format!("{owner} ({key})"),
+            service: owner.to_string(),
+            key,
             span: span.clone(),
         });
         value as u16
@@ -320,7 +322,7 @@ impl Validator<'_, '_> {
         for k in &r.unknown {
             self.c.error(
                 sp(s),
-                format!("unknown key `{k}` in the {what} secret"),
+                format!("unknown key `{k}` in the {what}"),
                 "a secret is `{ env = \"VAR\" }` or `{ file = \"/path\" }`",
             );
         }
@@ -331,7 +333,7 @@ impl Validator<'_, '_> {
         if given != 1 {
             self.c.error(
                 sp(s),
-                format!("the {what} secret must name exactly one source"),
+                format!("the {what} must name exactly one of `env`, `file` or `value`"),
                 "write `{ env = \"VAR\" }` or `{ file = \"/path\" }`",
             );
             return None;
@@ -637,7 +639,11 @@ impl Validator<'_, '_> {
                 Some(h) => self.host_ref(h, hosts),
             };
             let host_name = host.map(|h| h.name.clone()).unwrap_or_default();
-            if let (Some(_), Some(i)) = (host, &r.id) {
+            // A duplicate id is reported as such, not again as a duplicate `zk<id>`.
+            let first_id = !ids[..ids.len().saturating_sub(1)]
+                .iter()
+                .any(|(i, _)| *i == id.to_string());
+            if let (Some(_), Some(i), true) = (host, &r.id, first_id) {
                 self.services.push((service.clone(), sp(i)));
             }
             let what = "[[zookeeper.nodes]]";
@@ -702,8 +708,9 @@ impl Validator<'_, '_> {
             n if n % 2 == 0 => self.c.warn(
                 sp(z),
                 format!(
-                    "a ZooKeeper ensemble of {n} nodes tolerates {} failure(s), no more than {} nodes would",
+                    "a ZooKeeper ensemble of {n} nodes tolerates {} failure{}, no more than an ensemble of {} would",
                     n - (n / 2 + 1),
+                    plural(n - (n / 2 + 1)),
                     n - 1
                 ),
                 format!("use an odd number of nodes ({} or {})", n - 1, n + 1),
@@ -1415,28 +1422,61 @@ impl Validator<'_, '_> {
         }
     }
 
+    /// Two services on one host sharing a port: one error per pair of
+    /// services, listing every port they share.
     fn check_ports(&mut self) {
         let uses = std::mem::take(&mut self.ports);
         let mut first: BTreeMap<(&str, u16), &PortUse> = BTreeMap::new();
+        // (host, earlier service, later service) -> clashes in order
+        let mut clashes: Vec<((&str, &str, &str), Vec<(&PortUse, &PortUse)>)> = Vec::new();
         for u in &uses {
             if u.host.is_empty() || u.port == 0 {
                 continue;
             }
             match first.get(&(u.host.as_str(), u.port)) {
-                Some(f) => self.c.error_related(
-                    u.span.clone(),
-                    format!(
-                        "port {} on host `{}` is used twice: by {} and {}",
-                        u.port, u.host, f.owner, u.owner
-                    ),
-                    "give every service on a host its own ports (in a pseudo-cluster, set the ports or a `port_offset` per broker)",
-                    "first used",
-                    f.span.clone(),
-                ),
+                Some(f) => {
+                    let k = (u.host.as_str(), f.service.as_str(), u.service.as_str());
+                    match clashes.iter_mut().find(|(key, _)| *key == k) {
+                        Some((_, list)) => list.push((f, u)),
+                        None => clashes.push((k, vec![(f, u)])),
+                    }
+                }
                 None => {
                     first.insert((u.host.as_str(), u.port), u);
                 }
             }
+        }
+        for ((host, a, b), list) in clashes {
+            let ports = list
+                .iter()
+                .map(|(f, u)| {
+                    if f.key == u.key {
+                        format!("{} ({})", u.port, u.key)
+                    } else {
+                        format!("{} ({} of {a}, {} of {b})", u.port, f.key, u.key)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let (f, u) = list[0];
+            let what = if a == b {
+                format!(
+                    "{a} uses port{} {ports} twice on host `{host}`",
+                    plural(list.len())
+                )
+            } else {
+                format!(
+                    "{b} uses port{} {ports} on host `{host}`, already used by {a}",
+                    plural(list.len())
+                )
+            };
+            self.c.error_related(
+                u.span.clone(),
+                what,
+                "give every service on a host its own ports (in a pseudo-cluster, set the ports or a `port_offset` per broker)",
+                "first used",
+                f.span.clone(),
+            );
         }
     }
 
@@ -1474,6 +1514,14 @@ impl Validator<'_, '_> {
                 }
             }
         }
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
     }
 }
 
