@@ -67,10 +67,10 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
     }
     match args.format {
         Format::Json => {
-            let doc = json(&topo, &plan, &warnings, args.out.as_deref());
+            let doc = render_json(&topo, &plan, &warnings, args.out.as_deref());
             println!("{}", serde_json::to_string_pretty(&doc)?);
         }
-        Format::Text => print!("{}", text(&topo, &plan, args.out.as_deref())),
+        Format::Text => print!("{}", render_text(&topo, &plan, args.out.as_deref())),
     }
     Ok(())
 }
@@ -165,7 +165,8 @@ fn shown_checksum(f: &RenderedFile) -> &str {
     }
 }
 
-fn json(
+/// The plan as one JSON document (`--format json`); secrets are `***`.
+pub fn render_json(
     topo: &Topology,
     plan: &RenderedPlan,
     warnings: &[Diagnostic],
@@ -281,7 +282,8 @@ fn columns(rows: &[Vec<String>], indent: usize) -> String {
     out
 }
 
-fn text(topo: &Topology, plan: &RenderedPlan, out: Option<&Path>) -> String {
+/// The human-readable plan (coloured when stdout is a terminal).
+pub fn render_text(topo: &Topology, plan: &RenderedPlan, out: Option<&Path>) -> String {
     let s = Styles::new();
     let mut o = String::new();
     let _ = writeln!(
