@@ -22,12 +22,31 @@ pub struct Cli {
 pub enum Command {
     /// Validate an inventory, render every file and show what will happen.
     Plan(crate::plan::PlanArgs),
+    /// Ship the broker and every rendered file to the hosts and start the
+    /// cluster in order, idempotently (`--dry-run` shows the diff).
+    Deploy(crate::deploy::DeployArgs),
+    /// Every service's pid, role or ZooKeeper mode, and what is down.
+    Status(crate::status::StatusArgs),
+    /// Stop services (all, or `--node NAME`), brokers first.
+    Stop(crate::stop::StopArgs),
+    /// Start services that are not running, in order, with health gates.
+    Start(crate::start::StartArgs),
+    /// Stop everything and remove what deploy put there (data only with `--purge-data`).
+    Destroy(crate::destroy::DestroyArgs),
+    /// The last lines of a service's log.
+    Logs(crate::logs::LogsArgs),
 }
 
 impl Command {
     pub fn run(self) -> anyhow::Result<()> {
         match self {
             Command::Plan(args) => crate::plan::run(args),
+            Command::Deploy(args) => crate::deploy::run(args),
+            Command::Status(args) => crate::status::run(args),
+            Command::Stop(args) => crate::stop::run(args),
+            Command::Start(args) => crate::start::run(args),
+            Command::Destroy(args) => crate::destroy::run(args),
+            Command::Logs(args) => crate::logs::run(args),
         }
     }
 }

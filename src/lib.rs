@@ -6,11 +6,18 @@
 //! URLs, failure modes, via [`render::render`]) → the commands (`plan`, ...).
 
 pub mod cli;
+pub mod deploy;
+pub mod destroy;
 pub mod diag;
+pub mod executor;
 pub mod failure;
 pub mod inventory;
+pub mod logs;
 pub mod plan;
 pub mod render;
+pub mod start;
+pub mod status;
+pub mod stop;
 pub mod topology;
 mod validate;
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use comfy_table::{presets::ASCII_NO_BORDERS, Table};
+use comfy_table::{presets::NOTHING, Table};
 
 use crate::render::RenderedPlan;
 
@@ -78,7 +78,7 @@ fn down_label(reachable: bool, pid: Option<u32>) -> String {
 /// The summary table and the failover URLs, as text.
 pub fn render(states: &[ServiceState], plan: &RenderedPlan) -> String {
     let mut table = Table::new();
-    table.load_style(ASCII_NO_BORDERS);
+    table.load_style(NOTHING);
     table.set_header(vec![
         "HOST",
         "SERVICE",
@@ -121,24 +121,33 @@ pub fn render(states: &[ServiceState], plan: &RenderedPlan) -> String {
     out
 }
 
-/// A short text of what the status document says beyond the role: journal
-/// position and queue depths when the broker reports them, the zxid for ZooKeeper.
+/// A short text of what the status document says beyond the role: the
+/// master a slave follows, journal position and queue depths for a broker,
+/// the zxid for ZooKeeper.
 fn detail_text(s: &ServiceState) -> String {
     let Some(d) = &s.detail else {
         return String::new();
     };
     let mut parts = Vec::new();
-    for key in ["zxid", "journal_position", "journalPosition", "position"] {
-        if let Some(v) = d.get(key) {
-            parts.push(format!("{key} {}", plain(v)));
-        }
+    if let Some(m) = d.get("master").filter(|m| !m.is_null()) {
+        parts.push(format!("master {}", plain(m)));
     }
-    if let Some(queues) = d.get("queues").and_then(|q| q.as_object()) {
-        let depths: Vec<String> = queues
+    if let Some(z) = d.get("zxid") {
+        parts.push(format!("zxid {}", plain(z)));
+    }
+    if let Some(p) = d.pointer("/journal/position") {
+        parts.push(format!("journal {}", plain(p)));
+    }
+    if let Some(dests) = d.get("destinations").and_then(|q| q.as_array()) {
+        let depths: Vec<String> = dests
             .iter()
-            .map(|(name, v)| {
-                let depth = v.get("depth").or_else(|| v.get("size")).unwrap_or(v);
-                format!("{name}={}", plain(depth))
+            .filter(|q| q.get("type").and_then(|t| t.as_str()) != Some("topic"))
+            .filter_map(|q| {
+                Some(format!(
+                    "{}={}",
+                    plain(q.get("name")?),
+                    plain(q.get("depth")?)
+                ))
             })
             .collect();
         if !depths.is_empty() {
