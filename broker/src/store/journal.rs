@@ -40,6 +40,12 @@ pub enum SyncPolicy {
 /// How long the unsafe mode keeps acknowledged records only in memory.
 pub const UNSAFE_WRITE_DELAY: Duration = Duration::from_millis(200);
 
+/// Set to `1` in a broker's environment to force
+/// [`SyncPolicy::UnsafeReceiptBeforeWrite`] on every journal it opens, so
+/// negative tests (verify) can prove they detect loss of receipted messages
+/// in a real deployment without a special build or config.
+pub const UNSAFE_ENV: &str = "AMQ_JOURNAL_UNSAFE_RECEIPT_BEFORE_WRITE";
+
 #[derive(Debug, Clone)]
 pub struct JournalOptions {
     pub sync: SyncPolicy,
@@ -125,14 +131,18 @@ impl Journal {
     /// tail is truncated with a warning; other damage is an error naming the
     /// file and offset. The live messages are kept for the first
     /// [`Store::recover`].
-    pub fn open(dir: impl AsRef<Path>, options: JournalOptions) -> Result<Journal, StoreError> {
+    pub fn open(dir: impl AsRef<Path>, mut options: JournalOptions) -> Result<Journal, StoreError> {
         let dir = dir.as_ref().to_owned();
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        if std::env::var(UNSAFE_ENV).is_ok_and(|v| v == "1") {
+            options.sync = SyncPolicy::UnsafeReceiptBeforeWrite;
+        }
         if options.sync == SyncPolicy::UnsafeReceiptBeforeWrite {
             tracing::warn!(
                 dir = %dir.display(),
                 "JOURNAL SYNC POLICY IS UNSAFE: appends are acknowledged before they are written; \
-                 a crash loses acknowledged messages. Use only to test that tests catch loss."
+                 a crash loses acknowledged messages. Use only to test that tests catch loss \
+                 (SyncPolicy::UnsafeReceiptBeforeWrite or {UNSAFE_ENV}=1)."
             );
         }
         let damage = if options.repair {

@@ -29,7 +29,7 @@ mod segment;
 
 pub use codec::DecodeError;
 pub use index::Compaction;
-pub use journal::{Journal, JournalOptions, SyncPolicy, UNSAFE_WRITE_DELAY};
+pub use journal::{Journal, JournalOptions, SyncPolicy, UNSAFE_ENV, UNSAFE_WRITE_DELAY};
 
 use crate::message::{Destination, Message, MessageId};
 use futures::future::BoxFuture;
