@@ -2,6 +2,7 @@
 //! kill by PID on drop, and (in their own modules) ZooKeeper ensembles, brokers
 //! and sshd test hosts. Tests in `tests/` and `broker/tests/` use only this.
 
+pub mod activemq;
 pub mod broker;
 pub mod netns;
 pub mod process;

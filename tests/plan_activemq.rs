@@ -1,0 +1,138 @@
+//! The rendered activemq.xml is loadable by the real thing: Debian's ActiveMQ
+//! 5.17 runs a rendered standalone broker `a` networked (duplex,
+//! `masterslave:`) with a rendered shared-file pair `b`/`c`, all on free
+//! loopback ports. Checks: `a` and `b` answer STOMP CONNECTED, `c` waits on
+//! the lock as slave with its connectors closed, the bridge a→b comes up,
+//! and after `kill -9` of `b` the slave `c` takes the lock and serves while
+//! the bridge follows it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use amq_harness::activemq::{activemq_installed, stomp_connected, ActiveMq};
+use amq_harness::free_ports;
+use amqctl::render::render;
+use amqctl::Topology;
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+#[test]
+fn rendered_configs_run_in_activemq_5_17() {
+    assert!(
+        activemq_installed(),
+        "Debian's activemq is not installed (scripts/test.sh installs it)"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    let p = free_ports(9);
+    // Same shape as inventories/combined.toml, with free loopback ports and
+    // a base directory of its own.
+    let inventory = format!(
+        r#"
+[cluster]
+name = "it"
+base_dir = "{base}"
+
+[[hosts]]
+name = "local"
+address = "127.0.0.1"
+
+[[groups]]
+name = "edge"
+[[groups.brokers]]
+name = "a"
+host = "local"
+stomp_port = {}
+openwire_port = {}
+status_port = {}
+
+[[groups]]
+name = "core"
+store = "shared-file"
+lock_acquire_sleep_interval = 300
+lock_keep_alive_period = 2000
+[[groups.brokers]]
+name = "b"
+host = "local"
+stomp_port = {}
+openwire_port = {}
+status_port = {}
+[[groups.brokers]]
+name = "c"
+host = "local"
+stomp_port = {}
+openwire_port = {}
+status_port = {}
+
+[[networks]]
+from = "edge"
+to = ["core"]
+duplex = true
+"#,
+        p[0],
+        p[1],
+        p[2],
+        p[3],
+        p[4],
+        p[5],
+        p[6],
+        p[7],
+        p[8],
+        base = base.display()
+    );
+    let (topo, warnings) = Topology::from_str(Path::new("it.toml"), &inventory, &|_| None)
+        .unwrap_or_else(|d| panic!("{d}"));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let plan = render(&topo).unwrap();
+    let out = tmp.path().join("plan");
+    amqctl::plan::write_plan(&plan, &out).unwrap();
+
+    let start = |name: &str| {
+        let dir = tmp.path().join(format!("amq-{name}"));
+        let config = out.join(format!("local/{name}/activemq.xml"));
+        ActiveMq::spawn(name, &dir, &config, "256m").expect("start java")
+    };
+    let (a_stomp, b_stomp, c_stomp) = (addr(p[0]), addr(p[3]), addr(p[6]));
+
+    let mut a = start("a");
+    let mut b = start("b");
+    a.wait_stomp(a_stomp, Duration::from_secs(60)).unwrap();
+    b.wait_stomp(b_stomp, Duration::from_secs(60)).unwrap();
+    assert!(
+        b.log().contains("/shared/core/kahadb"),
+        "b opened the shared kahaDB directory:\n{}",
+        b.log()
+    );
+
+    // c waits on the lock: running, connectors closed.
+    let mut c = start("c");
+    assert!(
+        c.wait_log("is locked by another server", Duration::from_secs(60)),
+        "c never waited on the lock:\n{}",
+        c.log()
+    );
+    assert!(c.is_running());
+    assert!(!stomp_connected(c_stomp), "a slave must not accept clients");
+
+    // The masterslave: bridge from a reaches the master b.
+    assert!(
+        a.wait_log("(b) has been established", Duration::from_secs(30)),
+        "bridge a→core never came up:\n{}",
+        a.log()
+    );
+
+    // Master dies: c takes the lock (polled every 300 ms) and serves; the
+    // bridge follows the new master.
+    b.kill();
+    c.wait_stomp(c_stomp, Duration::from_secs(30)).unwrap();
+    assert!(
+        a.wait_log("(c) has been established", Duration::from_secs(30)),
+        "bridge did not follow the new master:\n{}",
+        a.log()
+    );
+    assert!(stomp_connected(a_stomp));
+    // every process is killed by PID when the guards drop
+}
