@@ -187,6 +187,7 @@ pub fn render_json(
                 "base_dir": h.base_dir,
                 "broker_bin": host.broker_bin,
                 "shared_mounts": host.shared_mounts,
+                "manage_hosts": host.manage_hosts,
                 "files": h.files.iter().map(json_file).collect::<Vec<_>>(),
                 "services": h.services.iter().map(|s| serde_json::json!({
                     "name": s.name,

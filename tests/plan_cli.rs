@@ -143,7 +143,7 @@ fn unset_secret_variable_is_an_error_naming_it() {
             "environment variable AMQCTL_ZK_PASSWORD (the ZooKeeper password) is not set",
         ))
         .stderr(predicate::str::contains(
-            "inventories/real-cluster.toml:36:12",
+            "inventories/real-cluster.toml:40:12",
         ));
 }
 
@@ -235,7 +235,7 @@ fn json_output_of_an_invalid_inventory() {
     let errors = doc["errors"].as_array().unwrap();
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0]["severity"], "error");
-    assert_eq!(errors[0]["location"]["line"], 78);
+    assert_eq!(errors[0]["location"]["line"], 82);
     assert_eq!(errors[0]["location"]["column"], 12);
     assert!(errors[0]["message"]
         .as_str()
