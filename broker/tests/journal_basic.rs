@@ -330,3 +330,19 @@ async fn unsafe_mode_acknowledges_before_writing() {
     // A clean close still writes it.
     assert_eq!(ids(&open(dir.path()).recover().unwrap(), "q"), ["1"]);
 }
+
+#[tokio::test]
+async fn one_journal_per_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path());
+    let err = Journal::open(dir.path(), JournalOptions::default())
+        .err()
+        .expect("second open refused");
+    assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&std::process::id().to_string()),
+        "{err}"
+    );
+    drop(j);
+    open(dir.path());
+}

@@ -261,3 +261,41 @@ async fn reset_survives_a_restart_before_anything_arrives() {
     assert_eq!(r.message_count(), 0);
     assert_eq!(j.first_position(), Position(500));
 }
+
+#[tokio::test]
+async fn a_batch_received_in_pieces_never_spans_segments() {
+    let (md, sd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let master = open(md.path());
+    let slave = Journal::open(sd.path(), small_segments(300)).unwrap();
+    let batch = (0..6).map(|i| enq("q", &format!("t{i}"))).collect();
+    append(&master, batch).await;
+    append(&master, vec![enq("q", "single")]).await;
+    // Ship record by record, as a sender cutting at byte budgets might.
+    for e in master.read_after(Position::ZERO, usize::MAX).unwrap() {
+        slave.append_replicated(vec![e]).await.unwrap();
+    }
+    drop(slave);
+    let reopened = Journal::open(sd.path(), small_segments(300)).unwrap();
+    assert_same(&reopened.recover().unwrap(), &master.recover().unwrap());
+    assert!(segment_files(sd.path()).len() >= 2);
+}
+
+#[tokio::test]
+async fn an_unfinished_replicated_batch_is_dropped_on_recovery() {
+    let (md, sd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let master = open(md.path());
+    let slave = open(sd.path());
+    append(&master, vec![enq("q", "a")]).await;
+    append(&master, vec![enq("q", "b"), enq("q", "c")]).await;
+    let entries = master.read_after(Position::ZERO, usize::MAX).unwrap();
+    slave
+        .append_replicated(entries[..2].to_vec())
+        .await
+        .unwrap();
+    assert_eq!(slave.position(), Position(2));
+    drop(slave);
+    // The master crashed before sending the batch's end: none of it counts.
+    let slave = open(sd.path());
+    assert_eq!(ids(&slave.recover().unwrap(), "q"), ["a"]);
+    assert_eq!(slave.position(), Position(1));
+}

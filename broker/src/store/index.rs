@@ -110,6 +110,9 @@ pub struct Index {
     pub next: Position,
     /// Epoch of the last record.
     pub last_epoch: Epoch,
+    /// The last record does not end its batch (a slave receiving a batch in
+    /// pieces): no roll-over until it does.
+    pub open_batch: bool,
 }
 
 /// What applying a record did to a live message (recovery keeps the bodies).

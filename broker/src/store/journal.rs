@@ -74,6 +74,8 @@ pub struct Journal {
     shared: Arc<Shared>,
     tx: mpsc::Sender<Command>,
     writer: Option<thread::JoinHandle<()>>,
+    /// Holds the directory's exclusive lock until dropped.
+    _lock: fs::File,
 }
 
 struct Shared {
@@ -134,6 +136,7 @@ impl Journal {
     pub fn open(dir: impl AsRef<Path>, mut options: JournalOptions) -> Result<Journal, StoreError> {
         let dir = dir.as_ref().to_owned();
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let lock = lock_dir(&dir)?;
         if std::env::var(UNSAFE_ENV).is_ok_and(|v| v == "1") {
             options.sync = SyncPolicy::UnsafeReceiptBeforeWrite;
         }
@@ -188,6 +191,7 @@ impl Journal {
             shared,
             tx,
             writer: Some(writer),
+            _lock: lock,
         })
     }
 
@@ -224,6 +228,7 @@ impl Journal {
         mut bytes: Vec<u8>,
         lens: &[usize],
         replicated: Option<&[(Position, Epoch)]>,
+        ends_batch: bool,
     ) -> AppendFuture {
         if let Err(e) = self.check_failed() {
             return ready(Err(e));
@@ -260,10 +265,15 @@ impl Journal {
             }
         }
         let total = bytes.len() as u64;
+        // Roll only between batches: recovery treats a segment that ends
+        // inside a batch as corrupt.
         let new_segment = match index.active() {
             None => true,
-            Some(a) => a.size > 0 && a.size + total > self.shared.options.segment_size,
+            Some(a) => {
+                !index.open_batch && a.size > 0 && a.size + total > self.shared.options.segment_size
+            }
         };
+        index.open_batch = !ends_batch;
         if new_segment {
             index.start_segment(first);
         }
@@ -294,7 +304,12 @@ impl Journal {
         } else {
             index.last_epoch = state.epoch;
         }
-        let delete = index.collect_deletable(self.shared.options.compaction);
+        // Only acks and roll-overs can make a segment deletable.
+        let delete = if new_segment || records.iter().any(|r| matches!(r, Record::Ack { .. })) {
+            index.collect_deletable(self.shared.options.compaction)
+        } else {
+            Vec::new()
+        };
         let stats = &self.shared.stats;
         stats.appends.fetch_add(1, Ordering::Relaxed);
         stats
@@ -338,6 +353,38 @@ impl Journal {
     }
 }
 
+/// One process per journal: two writers would interleave records. The lock
+/// (flock) goes away with the process, also on kill -9.
+fn lock_dir(dir: &Path) -> Result<fs::File, StoreError> {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let path = dir.join("journal.lock");
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    // SAFETY: flock on a descriptor owned by `file`, which outlives the call.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::WouldBlock {
+            return Err(io_err(&path)(err));
+        }
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        return Err(StoreError::Locked {
+            path,
+            holder: holder.trim().to_owned(),
+        });
+    }
+    file.set_len(0)
+        .and_then(|()| write!(file, "{}", std::process::id()))
+        .map_err(io_err(&path))?;
+    Ok(file)
+}
+
 fn ready<T: Send + 'static>(v: Result<T, StoreError>) -> BoxFuture<'static, Result<T, StoreError>> {
     futures::future::ready(v).boxed()
 }
@@ -364,7 +411,7 @@ impl Store for Journal {
             return ready(Err(StoreError::EmptyBatch));
         }
         match encode_batch(records.iter()) {
-            Ok((bytes, lens)) => self.sequence(&records, bytes, &lens, None),
+            Ok((bytes, lens)) => self.sequence(&records, bytes, &lens, None, true),
             Err(e) => ready(Err(e)),
         }
     }
@@ -453,8 +500,9 @@ impl Store for Journal {
         for e in &entries {
             lens.push(encode_unsealed(&e.record, e.batch_end, &mut bytes));
         }
+        let ends_batch = entries.last().is_some_and(|e| e.batch_end);
         let records: Vec<Record> = entries.into_iter().map(|e| e.record).collect();
-        self.sequence(&records, bytes, &lens, Some(&stamps))
+        self.sequence(&records, bytes, &lens, Some(&stamps), ends_batch)
     }
 
     fn truncate_after(&self, position: Position) -> BoxFuture<'static, Result<(), StoreError>> {

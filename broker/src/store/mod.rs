@@ -161,6 +161,8 @@ pub enum StoreError {
         offset: u64,
         reason: String,
     },
+    #[error("journal {path} is in use by another process (pid {holder}); one broker per journal directory")]
+    Locked { path: PathBuf, holder: String },
     /// A previous write or fsync failed; nothing more is accepted.
     #[error("journal failed earlier and accepts nothing more: {0}")]
     Failed(String),
