@@ -165,7 +165,7 @@ impl Validator<'_, '_> {
         }
         let users = self.users(&raw);
         let networks = self.networks(&raw, &groups, &users, &cluster_name);
-        self.check_ports();
+        self.check_ports(&hosts);
         self.check_unique_services();
         self.check_resolvable(&raw, &hosts);
         Topology {
@@ -404,6 +404,14 @@ impl Validator<'_, '_> {
         for h in &raw.hosts {
             let t = h.get_ref();
             let name = self.required_name(&t.name, sp(h), "[[hosts]]");
+            if let (Some(n), "clients") = (&t.name, name.as_str()) {
+                // `plan --out` writes the client URLs to DIR/clients/.
+                self.c.error(
+                    sp(n),
+                    "the host name `clients` is reserved",
+                    "rename the host (plan --out writes the client failover URLs to DIR/clients/)",
+                );
+            }
             if let Some(n) = &t.name {
                 names.push((name.clone(), sp(n)));
             }
@@ -1424,16 +1432,24 @@ impl Validator<'_, '_> {
 
     /// Two services on one host sharing a port: one error per pair of
     /// services, listing every port they share.
-    fn check_ports(&mut self) {
+    /// Keyed by address, so two host entries for one machine are caught too.
+    fn check_ports(&mut self, hosts: &[Host]) {
         let uses = std::mem::take(&mut self.ports);
-        let mut first: BTreeMap<(&str, u16), &PortUse> = BTreeMap::new();
+        let address = |name: &str| -> String {
+            hosts
+                .iter()
+                .find(|h| h.name == name)
+                .map_or_else(|| name.to_string(), |h| h.address.clone())
+        };
+        let mut first: BTreeMap<(String, u16), &PortUse> = BTreeMap::new();
         // (host, earlier service, later service) -> clashes in order
-        let mut clashes: Vec<((&str, &str, &str), Vec<(&PortUse, &PortUse)>)> = Vec::new();
+        type Pair<'u> = (&'u str, &'u str, &'u str);
+        let mut clashes: Vec<(Pair<'_>, Vec<(&PortUse, &PortUse)>)> = Vec::new();
         for u in &uses {
             if u.host.is_empty() || u.port == 0 {
                 continue;
             }
-            match first.get(&(u.host.as_str(), u.port)) {
+            match first.get(&(address(&u.host), u.port)) {
                 Some(f) => {
                     let k = (u.host.as_str(), f.service.as_str(), u.service.as_str());
                     match clashes.iter_mut().find(|(key, _)| *key == k) {
@@ -1442,7 +1458,7 @@ impl Validator<'_, '_> {
                     }
                 }
                 None => {
-                    first.insert((u.host.as_str(), u.port), u);
+                    first.insert((address(&u.host), u.port), u);
                 }
             }
         }

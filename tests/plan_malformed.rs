@@ -587,3 +587,29 @@ address = "10.1.2.3:6155"
         ],
     );
 }
+
+#[test]
+fn two_host_entries_for_one_address_share_its_ports() {
+    rejected(
+        &with_head(&format!(
+            r#"
+[[hosts]]
+name = "clients"
+address = "127.0.0.1"
+{ONE_BROKER}
+[[groups]]
+name = "h"
+[[groups.brokers]]
+name = "b2"
+host = "clients"
+stomp_port = 61613
+openwire_port = 61617
+status_port = 8162
+"#
+        )),
+        &[
+            "inv.toml:9:8: error: the host name `clients` is reserved; rename the host (plan --out writes the client failover URLs to DIR/clients/)",
+            "inv.toml:24:14: error: b2 uses port 61613 (stomp_port) on host `clients`, already used by b1 (first used at inv.toml:15:1); give every service on a host its own ports (in a pseudo-cluster, set the ports or a `port_offset` per broker)",
+        ],
+    );
+}
