@@ -35,6 +35,12 @@ pub enum Command {
     Destroy(crate::destroy::DestroyArgs),
     /// The last lines of a service's log.
     Logs(crate::logs::LogsArgs),
+    /// Send messages to a destination through a stomp:// or failover: URL.
+    Send(crate::send::SendArgs),
+    /// Receive messages from a destination and print them.
+    Receive(crate::receive::ReceiveArgs),
+    /// STOMP load: P producers + C consumers, receipted throughput and latency.
+    Bench(crate::bench::BenchArgs),
 }
 
 impl Command {
@@ -47,6 +53,9 @@ impl Command {
             Command::Start(args) => crate::start::run(args),
             Command::Destroy(args) => crate::destroy::run(args),
             Command::Logs(args) => crate::logs::run(args),
+            Command::Send(args) => crate::send::run(args),
+            Command::Receive(args) => crate::receive::run(args),
+            Command::Bench(args) => crate::bench::run(args),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! [`topology::Topology::load`]) → `render` (every file, start order, client
 //! URLs, failure modes, via [`render::render`]) → the commands (`plan`, ...).
 
+pub mod bench;
 pub mod cli;
 pub mod deploy;
 pub mod destroy;
@@ -14,7 +15,9 @@ pub mod failure;
 pub mod inventory;
 pub mod logs;
 pub mod plan;
+pub mod receive;
 pub mod render;
+pub mod send;
 pub mod start;
 pub mod status;
 pub mod stop;

@@ -173,25 +173,24 @@ impl FailoverClient {
         options: ConnectOptions,
     ) -> Result<FailoverClient, FailoverError> {
         let client = Self::start(uri, options);
-        let mut link = client.inner.link.subscribe();
-        loop {
-            match &*link.borrow_and_update() {
-                Link::Up { .. } => return Ok(client),
-                Link::Failed(e) => return Err(e.clone()),
-                Link::Closed => return Err(FailoverError::Closed),
-                Link::Connecting => {}
-            }
-            if link.changed().await.is_err() {
-                return Err(FailoverError::Closed);
-            }
-        }
+        client.wait_connected().await?;
+        Ok(client)
     }
 
     /// Starts connecting in the background and returns at once; sends wait
     /// for the connection (bounded by the `timeout` option).
     pub fn start(uri: FailoverUri, options: ConnectOptions) -> FailoverClient {
+        Self::start_observed(uri, options).0
+    }
+
+    /// [`start`](Self::start), plus a receiver that sees every event from the
+    /// very first connection attempt on.
+    pub fn start_observed(
+        uri: FailoverUri,
+        options: ConnectOptions,
+    ) -> (FailoverClient, broadcast::Receiver<FailoverEvent>) {
         let (link, _) = watch::channel(Link::Connecting);
-        let (events, _) = broadcast::channel(1024);
+        let (events, observer) = broadcast::channel(1024);
         let shutdown = CancellationToken::new();
         let inner = Arc::new(Inner {
             uri,
@@ -205,9 +204,27 @@ impl FailoverClient {
             shutdown: shutdown.clone(),
         });
         tokio::spawn(supervise(inner.clone()));
-        FailoverClient {
+        let client = FailoverClient {
             inner,
             _guard: Arc::new(shutdown.drop_guard()),
+        };
+        (client, observer)
+    }
+
+    /// Waits until connected, or until the client gave up (the attempt
+    /// limit) or was closed.
+    pub async fn wait_connected(&self) -> Result<(), FailoverError> {
+        let mut link = self.inner.link.subscribe();
+        loop {
+            match &*link.borrow_and_update() {
+                Link::Up { .. } => return Ok(()),
+                Link::Failed(e) => return Err(e.clone()),
+                Link::Closed => return Err(FailoverError::Closed),
+                Link::Connecting => {}
+            }
+            if link.changed().await.is_err() {
+                return Err(FailoverError::Closed);
+            }
         }
     }
 
