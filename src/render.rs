@@ -260,32 +260,29 @@ pub fn render(topo: &Topology) -> Result<RenderedPlan, RenderError> {
         }
     }
 
+    // Services in start order: the ZooKeeper ensemble, then the brokers.
+    let mut add = |host: &Host, svc: ServicePlan| {
+        start_order.push(ServiceRef {
+            service: svc.name.clone(),
+            host: host.name.clone(),
+            kind: svc.kind.clone(),
+        });
+        let hp = hosts.iter_mut().find(|h| h.name == host.name);
+        hp.expect("validated host").services.push(svc);
+    };
     if let Some(zk) = &topo.zookeeper {
         for node in &zk.nodes {
             let host = topo.host(&node.host);
-            let svc = zookeeper_service(topo, zk, node, host)?;
-            start_order.push(ServiceRef {
-                service: svc.name.clone(),
-                host: host.name.clone(),
-                kind: svc.kind.clone(),
-            });
-            host_plan(&mut hosts, &host.name).services.push(svc);
+            add(host, zookeeper_service(topo, zk, node, host)?);
         }
     }
-
-    let urls: Vec<GroupUrls> = topo.groups.iter().map(group_urls).collect::<Vec<_>>();
     for group in &topo.groups {
         for broker in &group.brokers {
             let host = topo.host(&broker.host);
-            let svc = broker_service(topo, group, broker, host)?;
-            start_order.push(ServiceRef {
-                service: svc.name.clone(),
-                host: host.name.clone(),
-                kind: svc.kind.clone(),
-            });
-            host_plan(&mut hosts, &host.name).services.push(svc);
+            add(host, broker_service(topo, group, broker, host)?);
         }
     }
+    let urls: Vec<GroupUrls> = topo.groups.iter().map(group_urls).collect();
 
     let client_file = RenderedFile::new(
         "clients/failover-urls.toml".to_string(),
@@ -306,13 +303,6 @@ pub fn render(topo: &Topology) -> Result<RenderedPlan, RenderError> {
         failure_modes: failure::failure_modes(topo),
         client_files: vec![client_file],
     })
-}
-
-fn host_plan<'a>(hosts: &'a mut [HostPlan], name: &str) -> &'a mut HostPlan {
-    hosts
-        .iter_mut()
-        .find(|h| h.name == name)
-        .expect("validated host")
 }
 
 /// `failover:(scheme://h:p,...)?opts` over a group's brokers.

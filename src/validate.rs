@@ -279,25 +279,18 @@ impl Validator<'_, '_> {
         }
     }
 
-    /// A port: explicit, or `default + offset`; remembered for conflict checks.
-    #[allow(clippy::too_many_arguments)]
+    /// A port: explicit, or `default` (pointing at `default_span`: the
+    /// `port_offset` or the table); remembered for the clash check.
     fn port(
         &mut self,
         v: &Option<S<i64>>,
-        default: Option<(i64, Range<usize>)>,
-        table: Range<usize>,
+        (default, default_span): (i64, Range<usize>),
         key: &'static str,
-        host: &str,
-        owner: &str,
-        what: &str,
+        (host, owner): (&str, &str),
     ) -> u16 {
-        let (value, span) = match (v, default) {
-            (Some(p), _) => (*p.get_ref(), sp(p)),
-            (None, Some((d, span))) => (d, span),
-            (None, None) => {
-                self.missing(table, key, what);
-                return 0;
-            }
+        let (value, span) = match v {
+            Some(p) => (*p.get_ref(), sp(p)),
+            None => (default, default_span),
         };
         if !(1..=65535).contains(&value) {
             self.c.error(
@@ -312,7 +305,7 @@ impl Validator<'_, '_> {
             port: value as u16,
             service: owner.to_string(),
             key,
-            span: span.clone(),
+            span,
         });
         value as u16
     }
@@ -654,34 +647,10 @@ impl Validator<'_, '_> {
             if let (Some(_), Some(i), true) = (host, &r.id, first_id) {
                 self.services.push((service.clone(), sp(i)));
             }
-            let what = "[[zookeeper.nodes]]";
-            let client_port = self.port(
-                &r.client_port,
-                Some((2181, sp(n))),
-                sp(n),
-                "client_port",
-                &host_name,
-                &service,
-                what,
-            );
-            let peer_port = self.port(
-                &r.peer_port,
-                Some((2888, sp(n))),
-                sp(n),
-                "peer_port",
-                &host_name,
-                &service,
-                what,
-            );
-            let election_port = self.port(
-                &r.election_port,
-                Some((3888, sp(n))),
-                sp(n),
-                "election_port",
-                &host_name,
-                &service,
-                what,
-            );
+            let who = (host_name.as_str(), service.as_str());
+            let client_port = self.port(&r.client_port, (2181, sp(n)), "client_port", who);
+            let peer_port = self.port(&r.peer_port, (2888, sp(n)), "peer_port", who);
+            let election_port = self.port(&r.election_port, (3888, sp(n)), "election_port", who);
             let data_dir = match (&r.data_dir, host) {
                 (Some(d), _) => self.abs_path(d),
                 (None, Some(h)) => h.service_dir(&service).join("data"),
@@ -927,43 +896,31 @@ impl Validator<'_, '_> {
         let host_name = host.map(|h| h.name.clone()).unwrap_or_default();
         let off = self.int(&t.port_offset, 0, 0, 60000, "port_offset");
         let off_span = t.port_offset.as_ref().map_or(sp(b), sp);
-        let what = "[[groups.brokers]]";
+        let who = (host_name.as_str(), name.as_str());
         let stomp_port = self.port(
             &t.stomp_port,
-            Some((61613 + off, off_span.clone())),
-            sp(b),
+            (61613 + off, off_span.clone()),
             "stomp_port",
-            &host_name,
-            &name,
-            what,
+            who,
         );
         let openwire_port = self.port(
             &t.openwire_port,
-            Some((61616 + off, off_span.clone())),
-            sp(b),
+            (61616 + off, off_span.clone()),
             "openwire_port",
-            &host_name,
-            &name,
-            what,
+            who,
         );
         let status_port = self.port(
             &t.status_port,
-            Some((8161 + off, off_span.clone())),
-            sp(b),
+            (8161 + off, off_span.clone()),
             "status_port",
-            &host_name,
-            &name,
-            what,
+            who,
         );
         let replication_port = if kind == "replicated" {
             Some(self.port(
                 &t.replication_port,
-                Some((61619 + off, off_span)),
-                sp(b),
+                (61619 + off, off_span),
                 "replication_port",
-                &host_name,
-                &name,
-                what,
+                who,
             ))
         } else {
             if let Some(p) = &t.replication_port {
