@@ -31,8 +31,10 @@ pub struct BenchArgs {
     /// Destination; a fresh queue per run by default.
     #[arg(long)]
     pub destination: Option<String>,
+    /// Producers, each on its own connection.
     #[arg(long, short = 'p', default_value_t = 1)]
     pub producers: usize,
+    /// Consumers, each on its own connection (0: only produce).
     #[arg(long, short = 'c', default_value_t = 1)]
     pub consumers: usize,
     /// Messages in total, shared out among the producers.
@@ -44,12 +46,15 @@ pub struct BenchArgs {
     /// Body size in bytes.
     #[arg(long, default_value_t = 1024)]
     pub size: usize,
+    /// Persistent messages (the broker stores each before its receipt).
     #[arg(long)]
     pub persistent: bool,
     /// Receipted sends each producer keeps in flight (1 = synchronous sends,
     /// as a JMS producer of persistent messages does).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub in_flight: u64,
+    /// Consumers' ack mode: auto, client or client-individual (one ACK per
+    /// message).
     #[arg(long, default_value = "client-individual", value_parser = parse_ack)]
     pub ack: AckMode,
     /// ActiveMQ's `activemq.prefetchSize` for the consumers.
