@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod coordination;
 pub mod election;
 pub mod client;
 pub mod failover;
