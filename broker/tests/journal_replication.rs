@@ -299,3 +299,50 @@ async fn an_unfinished_replicated_batch_is_dropped_on_recovery() {
     assert_eq!(ids(&slave.recover().unwrap(), "q"), ["a"]);
     assert_eq!(slave.position(), Position(1));
 }
+
+#[tokio::test]
+async fn epoch_history_follows_appends_truncation_restarts_and_deletion() {
+    let (md, sd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let master = Journal::open(md.path(), small_segments(400)).unwrap();
+    assert!(master.epoch_history().is_empty());
+    append(&master, vec![enq("q", "a"), enq("q", "b")]).await;
+    master.set_epoch(Epoch(3)).unwrap();
+    append(&master, vec![enq("q", "c")]).await;
+    append(&master, vec![enq("q", "d")]).await;
+    master.set_epoch(Epoch(5)).unwrap();
+    append(&master, vec![enq("q", "e")]).await;
+    let want = vec![
+        (Epoch::STANDALONE, Position(1)),
+        (Epoch(3), Position(3)),
+        (Epoch(5), Position(5)),
+    ];
+    assert_eq!(master.epoch_history(), want);
+    let slave = open(sd.path());
+    catch_up(&master, &slave).await;
+    assert_eq!(slave.epoch_history(), want);
+    assert_eq!(
+        slave.epoch(),
+        Epoch(5),
+        "the slave follows the newest epoch"
+    );
+    slave.truncate_after(Position(3)).await.unwrap();
+    assert_eq!(slave.epoch_history(), want[..2]);
+    drop(slave);
+    assert_eq!(open(sd.path()).epoch_history(), want[..2]);
+    // Deleting the oldest segments clips the history to what is stored.
+    for id in ["a", "b", "c"] {
+        append(&master, vec![ack("q", id)]).await;
+    }
+    let first = master.first_position();
+    assert!(first > Position(1));
+    let h = master.epoch_history();
+    assert_eq!(h[0].1, first);
+    assert_eq!(h.last(), Some(&(Epoch(5), Position(5))));
+    drop(master);
+    assert_eq!(
+        Journal::open(md.path(), small_segments(400))
+            .unwrap()
+            .epoch_history(),
+        h
+    );
+}

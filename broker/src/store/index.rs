@@ -113,6 +113,8 @@ pub struct Index {
     /// The last record does not end its batch (a slave receiving a batch in
     /// pieces): no roll-over until it does.
     pub open_batch: bool,
+    /// `(epoch, first position written in it)`, ascending.
+    pub epochs: Vec<(Epoch, Position)>,
 }
 
 /// What applying a record did to a live message (recovery keeps the bodies).
@@ -145,6 +147,32 @@ impl Index {
             .values()
             .find(|s| !s.is_empty())
             .map_or(self.next, |s| s.first)
+    }
+
+    /// Note that the record at `position` was written in `epoch`.
+    pub fn note_epoch(&mut self, epoch: Epoch, position: Position) {
+        if self.epochs.last().is_none_or(|&(e, _)| e != epoch) {
+            self.epochs.push((epoch, position));
+        }
+        self.last_epoch = epoch;
+    }
+
+    /// The epoch runs of the records still stored.
+    pub fn epoch_history(&self) -> Vec<(Epoch, Position)> {
+        let first = self.first_position();
+        if first >= self.next {
+            return Vec::new();
+        }
+        let keep = self
+            .epochs
+            .partition_point(|&(_, start)| start <= first)
+            .max(1)
+            - 1;
+        let mut runs = self.epochs[keep..].to_vec();
+        if let Some(run) = runs.first_mut() {
+            run.1 = run.1.max(first);
+        }
+        runs
     }
 
     pub fn start_segment(&mut self, first: Position) {

@@ -277,12 +277,14 @@ impl Journal {
         if new_segment {
             index.start_segment(first);
         }
+        let epoch = state.epoch;
+        let stamp = |i: usize| match replicated {
+            None => (Position(first.0 + i as u64), epoch),
+            Some(stamps) => stamps[i],
+        };
         let mut at = 0;
         for (i, len) in lens.iter().enumerate() {
-            let (p, e) = match replicated {
-                None => (Position(first.0 + i as u64), state.epoch),
-                Some(stamps) => stamps[i],
-            };
+            let (p, e) = stamp(i);
             seal(&mut bytes[at..at + len], p, e);
             at += len;
         }
@@ -295,15 +297,12 @@ impl Journal {
             active.first
         };
         for (i, r) in records.iter().enumerate() {
-            index.apply(segment, Position(first.0 + i as u64), r);
+            let (p, e) = stamp(i);
+            index.apply(segment, p, r);
+            index.note_epoch(e, p);
         }
         index.next = last.next();
-        if let Some(&(_, e)) = replicated.and_then(|s| s.last()) {
-            index.last_epoch = e;
-            state.epoch = state.epoch.max(e);
-        } else {
-            index.last_epoch = state.epoch;
-        }
+        state.epoch = state.epoch.max(index.last_epoch);
         // Only acks and roll-overs can make a segment deletable.
         let delete = if new_segment || records.iter().any(|r| matches!(r, Record::Ack { .. })) {
             index.collect_deletable(self.shared.options.compaction)
@@ -548,6 +547,10 @@ impl Store for Journal {
         }
         self.lock().index.next = next;
         self.control(|reply| Command::Reset { next, reply })
+    }
+
+    fn epoch_history(&self) -> Vec<(Epoch, Position)> {
+        self.lock().index.epoch_history()
     }
 
     fn stats(&self) -> StoreStats {

@@ -21,6 +21,17 @@
 //! - **Failure is sticky.** After a write or fsync error nothing on disk can be
 //!   trusted to match memory, so every later operation fails with
 //!   [`StoreError::Failed`]; the broker must stop (and a replica take over).
+//!
+//! On disk ([`Journal`]): `DIR/<first position, 20 digits>.log` segments of
+//! CRC-32C-checked entry frames (layout in `codec.rs`), a batch never split
+//! across segments, and `DIR/journal.lock` (flock, holder's pid) so only one
+//! process writes. Recovery replays every segment; an incomplete or damaged
+//! tail of the newest segment (what a crash leaves) is truncated back to the
+//! last complete batch with a warning; damage anywhere else, or damage that
+//! intact records follow, is [`StoreError::Corrupt`] naming file and offset.
+//! Segment deletion follows the rule documented in `index.rs`: a segment
+//! goes once all its enqueues are acked and none of its acks still refers
+//! to an older segment that exists.
 
 mod codec;
 mod index;
@@ -262,6 +273,13 @@ pub trait Store: Send + Sync {
     /// missing records the master already deleted: it then receives
     /// everything from the master's [`Store::first_position`] on.
     fn reset(&self, next: Position) -> BoxFuture<'static, Result<(), StoreError>>;
+
+    /// Which epoch wrote which stored records: `(epoch, first position
+    /// written in it)` runs, ascending, clipped to [`Store::first_position`];
+    /// the last run extends to [`Store::position`]. Empty when no record is
+    /// stored. Master and slave compare these to find where a slave's log
+    /// leaves the master's history (then [`Store::truncate_after`]).
+    fn epoch_history(&self) -> Vec<(Epoch, Position)>;
 
     fn stats(&self) -> StoreStats;
 }

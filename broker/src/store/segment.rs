@@ -225,8 +225,8 @@ fn apply_batch(
     let last = entries.last().expect("non-empty batch");
     segment.last = last.position;
     index.next = last.position.next();
-    index.last_epoch = last.epoch;
     for e in entries {
+        index.note_epoch(e.epoch, e.position);
         match (index.apply(seg, e.position, &e.record), e.record) {
             (Applied::Enqueued, super::Record::Enqueue(m)) => {
                 messages.insert(e.position, m);
