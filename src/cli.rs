@@ -41,6 +41,13 @@ pub enum Command {
     Receive(crate::receive::ReceiveArgs),
     /// STOMP load: P producers + C consumers, receipted throughput and latency.
     Bench(crate::bench::BenchArgs),
+    /// Prove the cluster: `verify election` (one master, slaves refuse,
+    /// quorum) and `verify failover` (kill the master under load, lose nothing).
+    Verify(crate::verify::VerifyArgs),
+    /// plan → deploy → verify election → verify failover (one kill).
+    Up(crate::up::UpArgs),
+    /// Stop every service of the cluster (`--destroy` also removes its files).
+    Down(crate::down::DownArgs),
 }
 
 impl Command {
@@ -56,6 +63,9 @@ impl Command {
             Command::Send(args) => crate::send::run(args),
             Command::Receive(args) => crate::receive::run(args),
             Command::Bench(args) => crate::bench::run(args),
+            Command::Verify(args) => crate::verify::run(args),
+            Command::Up(args) => crate::up::run(args),
+            Command::Down(args) => crate::down::run(args),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod deploy;
 pub mod destroy;
 pub mod diag;
+pub mod down;
 pub mod executor;
 pub mod failure;
 pub mod inventory;
@@ -22,6 +23,8 @@ pub mod start;
 pub mod status;
 pub mod stop;
 pub mod topology;
+pub mod up;
+pub mod verify;
 mod validate;
 
 pub use diag::{Diagnostic, Diagnostics};

@@ -1,0 +1,166 @@
+//! ZooKeeper's view of a replicated group, read the way the brokers write it
+//! (`amq_broker::coordination`): one ephemeral sequential child
+//! `zkPath/0000000017` per live member carrying a JSON
+//! [`MemberData`], and `zkPath/elected-<group>` holding the elected master
+//! ([`ElectedData`]).
+
+use std::time::Duration;
+
+use amq_broker::coordination::{ElectedData, MemberData};
+use zookeeper_client as zk;
+
+use crate::topology::{Broker, Group, Store, Topology};
+
+/// The digest identity brokers authenticate as with zkPassword (the one
+/// `amq_broker::coordination` uses).
+const DIGEST_USER: &str = "amqctl";
+
+#[derive(Debug, Clone, Default)]
+pub struct GroupView {
+    /// Live members of this group (sequence number, data), oldest first.
+    pub members: Vec<(u64, MemberData)>,
+    pub elected: Option<ElectedData>,
+}
+
+impl GroupView {
+    /// The broker of `group` a member node stands for: matched by its client
+    /// address, its replication address, or its id.
+    pub fn broker_of<'g>(group: &'g Group, m: &MemberData) -> Option<&'g Broker> {
+        let port_of = |uri: &str| uri.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+        group.brokers.iter().find(|b| {
+            m.client.as_deref().and_then(port_of) == Some(b.stomp_port)
+                || (b.replication_port.is_some() && port_of(&m.address) == b.replication_port)
+                || m.id == b.name
+        })
+    }
+
+    /// Member nodes whose role is `master`.
+    pub fn masters(&self) -> Vec<&MemberData> {
+        self.members
+            .iter()
+            .map(|(_, m)| m)
+            .filter(|m| m.role == "master")
+            .collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ZkViewError {
+    #[error("ZooKeeper at {address}: {source}")]
+    Zk {
+        address: String,
+        #[source]
+        source: zk::Error,
+    },
+    #[error("ZooKeeper at {address}: no answer within {timeout:?}")]
+    Timeout { address: String, timeout: Duration },
+}
+
+/// A read-only session to the ensemble of `topo`.
+pub struct ZkReader {
+    client: zk::Client,
+    address: String,
+}
+
+impl ZkReader {
+    pub async fn connect(topo: &Topology, timeout: Duration) -> Result<ZkReader, ZkViewError> {
+        let ensemble = topo
+            .zookeeper
+            .as_ref()
+            .ok_or_else(|| ZkViewError::Timeout {
+                address: "(no [zookeeper] in the inventory)".into(),
+                timeout,
+            })?;
+        let address = ensemble.connect_string(topo);
+        let mut connector = zk::Client::connector()
+            .with_session_timeout(Duration::from_secs(4).max(timeout))
+            .with_connection_timeout(timeout);
+        if let Some(pw) = &ensemble.password {
+            connector = connector.with_auth(
+                "digest",
+                format!("{DIGEST_USER}:{}", pw.expose()).as_bytes(),
+            );
+        }
+        let client = tokio::time::timeout(timeout, connector.connect(&address))
+            .await
+            .map_err(|_| ZkViewError::Timeout {
+                address: address.clone(),
+                timeout,
+            })?
+            .map_err(|source| ZkViewError::Zk {
+                address: address.clone(),
+                source,
+            })?;
+        Ok(ZkReader { client, address })
+    }
+
+    fn err(&self, source: zk::Error) -> ZkViewError {
+        ZkViewError::Zk {
+            address: self.address.clone(),
+            source,
+        }
+    }
+
+    /// The group's members and elected master. A missing zkPath is an
+    /// empty view (nobody registered yet).
+    pub async fn group(&self, group: &Group) -> Result<GroupView, ZkViewError> {
+        let Store::Replicated(r) = &group.store else {
+            return Ok(GroupView::default());
+        };
+        let path = r.zk_path.trim_end_matches('/');
+        let children = match self.client.list_children(path).await {
+            Ok(c) => c,
+            Err(zk::Error::NoNode) => return Ok(GroupView::default()),
+            Err(e) => return Err(self.err(e)),
+        };
+        let mut view = GroupView::default();
+        for child in &children {
+            let Some(seq) = member_seq(child) else {
+                continue;
+            };
+            match self.client.get_data(&format!("{path}/{child}")).await {
+                Ok((bytes, _)) => {
+                    if let Ok(m) = serde_json::from_slice::<MemberData>(&bytes) {
+                        if m.group == group.name {
+                            view.members.push((seq, m));
+                        }
+                    }
+                }
+                Err(zk::Error::NoNode) => {} // left between list and read
+                Err(e) => return Err(self.err(e)),
+            }
+        }
+        view.members.sort_by_key(|(seq, _)| *seq);
+        view.elected = match self
+            .client
+            .get_data(&format!("{path}/elected-{}", group.name))
+            .await
+        {
+            Ok((bytes, _)) => serde_json::from_slice(&bytes).ok(),
+            Err(zk::Error::NoNode) => None,
+            Err(e) => return Err(self.err(e)),
+        };
+        Ok(view)
+    }
+}
+
+/// Member nodes are `0` followed by ZooKeeper's sequence digits.
+fn member_seq(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix('0')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_nodes_are_told_from_the_elected_node() {
+        assert_eq!(member_seq("00000000017"), Some(17));
+        assert_eq!(member_seq("elected-ha"), None);
+        assert_eq!(member_seq("0"), None);
+    }
+}
