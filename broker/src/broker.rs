@@ -979,9 +979,15 @@ impl Broker {
         let failed = self.failed.clone();
         Completion(Some(Box::pin(async move {
             let r = fut.await;
-            if let Err(e) = &r {
-                tracing::error!("store failed: {e}; the broker stops serving");
-                failed.cancel();
+            match &r {
+                // One write that missed its replicas: the client gets an
+                // ERROR, the store is fine.
+                Err(StoreError::NotReplicated(e)) => tracing::warn!("{e}"),
+                Err(e) => {
+                    tracing::error!("store failed: {e}; the broker stops serving");
+                    failed.cancel();
+                }
+                Ok(_) => {}
             }
             r
         })))

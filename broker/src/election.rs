@@ -33,6 +33,11 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
+/// The first epoch an election hands out: above the epoch a standalone
+/// broker stamps on its records (1), so a journal written standalone never
+/// looks like part of an elected master's history.
+pub const FIRST_EPOCH: u64 = 2;
+
 /// Quorum of a group of `replicas` members: `replicas/2 + 1`.
 pub fn quorum(replicas: usize) -> usize {
     replicas / 2 + 1
@@ -201,9 +206,9 @@ impl View {
                 Status::Candidate { min_epoch, tip } => min_epoch.max(tip.epoch + 1),
                 _ => 0,
             })
-            .chain([self.current_epoch() + 1])
+            .chain([self.current_epoch() + 1, FIRST_EPOCH])
             .max()
-            .unwrap_or(1)
+            .unwrap_or(FIRST_EPOCH)
     }
 }
 
@@ -380,13 +385,24 @@ impl Local {
 }
 
 /// Which epoch wrote which part of a log: `(epoch, first position)` runs,
-/// ascending, with the log ending at `last` (positions are 1-based; the log
-/// holds `first..=last`). Slaves and master compare these to find where a
-/// slave's log leaves the master's history.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// ascending; the log holds positions `first..=last` (1-based; earlier ones
+/// were compacted away and are taken to match). Slaves and master compare
+/// these to find where a slave's log leaves the master's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EpochHistory {
     runs: Vec<(u64, u64)>,
+    first: u64,
     last: u64,
+}
+
+impl Default for EpochHistory {
+    fn default() -> Self {
+        Self {
+            runs: Vec::new(),
+            first: 1,
+            last: 0,
+        }
+    }
 }
 
 impl EpochHistory {
@@ -407,9 +423,6 @@ impl EpochHistory {
     pub fn truncate_after(&mut self, position: u64) {
         self.runs.retain(|&(_, start)| start <= position);
         self.last = self.last.min(position);
-        if self.runs.is_empty() {
-            self.last = 0;
-        }
     }
 
     pub fn last(&self) -> u64 {
@@ -418,7 +431,7 @@ impl EpochHistory {
 
     pub fn tip(&self) -> Tip {
         Tip {
-            epoch: self.runs.last().map_or(0, |&(e, _)| e),
+            epoch: self.epoch_at(self.last).unwrap_or(0),
             position: self.last,
         }
     }
@@ -427,12 +440,17 @@ impl EpochHistory {
         &self.runs
     }
 
-    pub fn from_runs(runs: Vec<(u64, u64)>, last: u64) -> Self {
-        Self { runs, last }
+    pub fn first(&self) -> u64 {
+        self.first
+    }
+
+    /// From a store's runs (see `Store::epoch_history`) and its range.
+    pub fn from_runs(runs: Vec<(u64, u64)>, first: u64, last: u64) -> Self {
+        Self { runs, first, last }
     }
 
     fn epoch_at(&self, position: u64) -> Option<u64> {
-        if position > self.last {
+        if position > self.last || position == 0 {
             return None;
         }
         self.runs
@@ -447,11 +465,12 @@ impl EpochHistory {
     /// position once). A slave truncates after this and streams from here.
     pub fn common_prefix(&self, other: &EpochHistory) -> u64 {
         let end = self.last.min(other.last);
+        let from = self.first.max(other.first);
         let mut starts: Vec<u64> = self
             .runs
             .iter()
             .chain(&other.runs)
-            .map(|&(_, s)| s)
+            .map(|&(_, s)| s.max(from))
             .filter(|&s| s <= end)
             .collect();
         starts.sort_unstable();
@@ -510,7 +529,7 @@ mod tests {
             v.decide(),
             Decision::Elect {
                 winner: "b".into(),
-                epoch: 1
+                epoch: FIRST_EPOCH
             }
         );
     }
@@ -657,5 +676,11 @@ mod tests {
         }
         assert_eq!(master.common_prefix(&slave), 14);
         assert_eq!(EpochHistory::new().common_prefix(&master), 0);
+
+        // A slave reset past the master's compacted start matches from there.
+        let reset = EpochHistory::from_runs(vec![], 15, 14);
+        assert_eq!(master.common_prefix(&reset), 14);
+        let compacted = EpochHistory::from_runs(vec![(3, 12)], 12, 20);
+        assert_eq!(compacted.common_prefix(&master), 20);
     }
 }

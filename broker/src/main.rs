@@ -113,22 +113,58 @@ fn open_store(config: &BrokerConfig) -> anyhow::Result<Option<Arc<Journal>>> {
                 .with_context(|| format!("opening the journal in {}", k.directory.display()))?;
             Ok(Some(Arc::new(journal)))
         }
-        Persistence::ReplicatedLevelDb(_) => bail!(
-            "{}: <replicatedLevelDB> needs the master/slave election, which this build does not serve yet; use <kahaDB>",
-            config.file.display()
-        ),
+        Persistence::ReplicatedLevelDb(rl) => {
+            let journal = Journal::open(&rl.directory, JournalOptions::default()).with_context(|| {
+                format!("opening the replicated store in {}", rl.directory.display())
+            })?;
+            Ok(Some(Arc::new(journal)))
+        }
     }
 }
 
 async fn run(config: BrokerConfig, status_addr: Option<String>) -> anyhow::Result<()> {
+    // KahaDB: the directory's exclusive lock first (a shared-file slave
+    // waits here, connectors closed, journal untouched).
+    let lock = match &config.persistence {
+        Persistence::KahaDb(k) => {
+            let (interval, fail) = k.shared_file_locker.as_ref().map_or((10_000, false), |l| {
+                (l.lock_acquire_sleep_interval, l.fail_if_locked)
+            });
+            Some(
+                amq_broker::lock::wait_as_slave(
+                    &k.directory,
+                    Duration::from_millis(interval),
+                    fail,
+                    BrokerSettings::from_config(&config),
+                    status_addr.as_deref(),
+                )
+                .await?,
+            )
+        }
+        _ => None,
+    };
     let journal = open_store(&config)?;
-    let store = journal.clone().map(|j| j as Arc<dyn Store>);
-    let broker = Broker::new(
-        BrokerSettings::from_config(&config),
-        store,
-        Role::Standalone,
-    )
-    .context("recovering the journal")?;
+    let replicated = match &config.persistence {
+        Persistence::ReplicatedLevelDb(rl) => Some(rl.clone()),
+        _ => None,
+    };
+    let repl = replicated.as_ref().zip(journal.clone()).map(|(rl, j)| {
+        amq_broker::replication::Replicator::new(
+            j as Arc<dyn Store>,
+            amq_broker::ha::replication_settings(rl),
+        )
+    });
+    let store = match &repl {
+        Some(r) => Some(amq_broker::replication::ReplicatedStore::new(r.clone()) as Arc<dyn Store>),
+        None => journal.clone().map(|j| j as Arc<dyn Store>),
+    };
+    let role = match (&repl, &config.persistence) {
+        (Some(_), _) => Role::Slave { master: None },
+        (None, Persistence::KahaDb(k)) if k.shared_file_locker.is_some() => Role::Master,
+        _ => Role::Standalone,
+    };
+    let broker = Broker::new(BrokerSettings::from_config(&config), store, role)
+        .context("recovering the journal")?;
     let status = broker.status();
     tracing::info!(
         broker = %config.broker_name,
@@ -153,7 +189,11 @@ async fn run(config: BrokerConfig, status_addr: Option<String>) -> anyhow::Resul
         None => None,
     };
     let connectors = server::connectors(&config);
-    let listeners = server::bind(&connectors).await?;
+    // An elected broker binds its connectors only once it is master.
+    let listeners = match repl {
+        Some(_) => None,
+        None => Some(server::bind(&connectors).await?),
+    };
     tracing::info!(broker = %config.broker_name, "started");
 
     let expiry = tokio::spawn({
@@ -167,15 +207,31 @@ async fn run(config: BrokerConfig, status_addr: Option<String>) -> anyhow::Resul
         }
     });
     tokio::spawn(stop_on_signal_or_failure(broker.failed(), shutdown.clone()));
+    if let (Some(rl), Some(r)) = (&replicated, &repl) {
+        amq_broker::ha::start(&config, rl, broker.clone(), r.clone(), shutdown.clone()).await?;
+    }
+    let lock_guard = match (lock, &config.persistence) {
+        (Some(lock), Persistence::KahaDb(k)) => Some(tokio::spawn(amq_broker::lock::hold(
+            lock,
+            Duration::from_millis(k.lock_keep_alive_period),
+            broker.clone(),
+            shutdown.clone(),
+        ))),
+        _ => None,
+    };
 
     server::serve(
         broker.clone(),
         connectors,
-        Some(listeners),
+        listeners,
         shutdown.clone(),
     )
     .await?;
     shutdown.cancel();
+    let lost_lock = match lock_guard {
+        Some(g) => g.await?,
+        None => None,
+    };
     let _ = expiry.await;
     if let Some(t) = status_task {
         let _ = t.await;
@@ -185,6 +241,9 @@ async fn run(config: BrokerConfig, status_addr: Option<String>) -> anyhow::Resul
     if let Some(j) = journal {
         tokio::task::spawn_blocking(move || j.flush()).await?;
         tracing::info!("journal synced");
+    }
+    if let Some(e) = lost_lock {
+        bail!("{e}");
     }
     if failed {
         bail!("stopped after a store failure");

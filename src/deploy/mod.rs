@@ -197,8 +197,9 @@ pub fn deploy(
     progress: &Progress,
 ) -> Result<Outcome, DeployError> {
     let all = services(topo, plan);
-    let binary = if all.iter().any(|s| s.broker().is_some()) {
-        Some(load_broker_binary(opts.broker_bin.as_deref())?)
+    // Found now (a missing binary is a usage error), read and hashed after preflight.
+    let binary_path = if all.iter().any(|s| s.broker().is_some()) {
+        Some(locate_broker_binary(opts.broker_bin.as_deref())?)
     } else {
         None
     };
@@ -235,6 +236,7 @@ pub fn deploy(
     }
 
     // State: what each host has and runs.
+    let binary = binary_path.as_deref().map(load_broker_binary).transpose()?;
     let desired = desired_files(topo, plan, binary.as_ref());
     let states = fleet.each(|name, host| {
         progress.step(name, "comparing checksums");
@@ -433,7 +435,7 @@ pub struct BrokerBinary {
     pub sha256: String,
 }
 
-pub fn load_broker_binary(explicit: Option<&Path>) -> Result<BrokerBinary, DeployError> {
+pub fn locate_broker_binary(explicit: Option<&Path>) -> Result<PathBuf, DeployError> {
     let path = match explicit {
         Some(p) => p.to_path_buf(),
         None => find_broker_binary().ok_or_else(|| {
@@ -444,7 +446,18 @@ pub fn load_broker_binary(explicit: Option<&Path>) -> Result<BrokerBinary, Deplo
             )
         })?,
     };
-    let contents = std::fs::read(&path).map_err(|e| {
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(DeployError::Binary(format!(
+            "the broker binary {} does not exist (pass --broker-bin PATH)",
+            path.display()
+        )))
+    }
+}
+
+pub fn load_broker_binary(path: &Path) -> Result<BrokerBinary, DeployError> {
+    let contents = std::fs::read(path).map_err(|e| {
         DeployError::Binary(format!(
             "cannot read the broker binary {}: {e} (pass --broker-bin PATH)",
             path.display()
@@ -452,7 +465,7 @@ pub fn load_broker_binary(explicit: Option<&Path>) -> Result<BrokerBinary, Deplo
     })?;
     let sha256 = hex::encode(Sha256::digest(&contents));
     Ok(BrokerBinary {
-        path,
+        path: path.to_path_buf(),
         contents: Arc::from(contents),
         sha256,
     })

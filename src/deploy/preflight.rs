@@ -86,7 +86,7 @@ pub fn facts_script(topo: &Topology, host: &topology::Host) -> String {
     );
     let _ = writeln!(
         s,
-        "j=$(command -v {java} 2>/dev/null) && echo \"java $j\"",
+        "j=$(command -v {java} 2>/dev/null) && [ -x \"$j\" ] && echo \"java $j\"",
         java = shell_quote(&host.java)
     );
     if let Some(zk) = &topo.zookeeper {

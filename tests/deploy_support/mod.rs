@@ -153,17 +153,26 @@ impl Deployed {
         (run.code, map)
     }
 
-    /// Every pid recorded in a pid file under the base directory.
+    /// Every pid recorded in a `run.pid` under the base directory (up to
+    /// three levels deep: `<base>/<host>/<service>/run.pid`).
     pub fn recorded_pids(&self) -> Vec<u32> {
-        let mut pids = Vec::new();
-        let Ok(entries) = std::fs::read_dir(&self.base) else {
-            return pids;
-        };
-        for e in entries.flatten() {
-            if let Ok(p) = std::fs::read_to_string(e.path().join("run.pid")) {
-                pids.extend(p.trim().parse::<u32>());
+        fn walk(dir: &Path, depth: u32, out: &mut Vec<u32>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.file_name().is_some_and(|n| n == "run.pid") {
+                    if let Ok(text) = std::fs::read_to_string(&p) {
+                        out.extend(text.trim().parse::<u32>());
+                    }
+                } else if depth > 0 && p.is_dir() {
+                    walk(&p, depth - 1, out);
+                }
             }
         }
+        let mut pids = Vec::new();
+        walk(&self.base, 3, &mut pids);
         pids
     }
 }

@@ -214,6 +214,11 @@ pub enum StoreError {
     },
     #[error("the journal is closed")]
     Closed,
+    /// A replicated write did not reach enough slaves in time (or the node
+    /// stopped being master first). Only this operation failed; the store
+    /// is intact, so the broker keeps running and the client gets an ERROR.
+    #[error("not replicated: {0}")]
+    NotReplicated(String),
 }
 
 /// Resolves with the position of the batch's last record once the batch is
