@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
 /// When an append counts as done.
@@ -36,6 +36,9 @@ pub enum SyncPolicy {
     /// kill -9 loses acknowledged records. Logged loudly when enabled.
     UnsafeReceiptBeforeWrite,
 }
+
+/// Longest the writer waits for more appends to join a group commit.
+const MAX_GATHER: Duration = Duration::from_micros(200);
 
 /// How long the unsafe mode keeps acknowledged records only in memory.
 pub const UNSAFE_WRITE_DELAY: Duration = Duration::from_millis(200);
@@ -605,22 +608,48 @@ impl Writer {
 
     fn run(mut self, rx: mpsc::Receiver<Command>) {
         let unsafe_mode = self.shared.options.sync == SyncPolicy::UnsafeReceiptBeforeWrite;
+        // Appends in the previous group, and how long its fsync took.
+        let mut expected = 1;
+        let mut last_sync = Duration::ZERO;
         while let Ok(cmd) = rx.recv() {
             // Unsafe mode: acknowledged records wait in memory for a while.
             if unsafe_mode {
                 thread::sleep(UNSAFE_WRITE_DELAY);
             }
-            let mut next = Some(cmd);
-            while let Some(cmd) = next.take().or_else(|| rx.try_recv().ok()) {
-                self.handle(cmd);
+            let mut writes = self.handle(cmd);
+            // The appenders that the previous commit resolved are probably
+            // on their way back: wait for as many as last time, at most as
+            // long as an fsync takes, so they share the next one instead of
+            // alternating between a small and a large group.
+            let deadline = Instant::now() + last_sync.min(MAX_GATHER);
+            loop {
+                let cmd = match rx.try_recv() {
+                    Ok(cmd) => cmd,
+                    Err(mpsc::TryRecvError::Disconnected) => break,
+                    Err(mpsc::TryRecvError::Empty) => {
+                        let now = Instant::now();
+                        if writes >= expected || now >= deadline {
+                            break;
+                        }
+                        match rx.recv_timeout(deadline - now) {
+                            Ok(cmd) => cmd,
+                            Err(_) => break,
+                        }
+                    }
+                };
+                writes += self.handle(cmd);
             }
+            expected = writes.max(1);
+            let start = Instant::now();
             self.commit(false);
+            last_sync = start.elapsed();
         }
         // Closed: whatever the policy, leave everything on disk.
         self.commit(true);
     }
 
-    fn handle(&mut self, cmd: Command) {
+    /// Apply one command; returns how many appends it carried (0 or 1).
+    fn handle(&mut self, cmd: Command) -> usize {
         match cmd {
             Command::Write {
                 segment,
@@ -632,12 +661,12 @@ impl Writer {
             } => {
                 if self.shared.failed.get().is_some() {
                     fail(reply, &self.shared);
-                    return;
+                    return 1;
                 }
                 if let Err(e) = self.select(segment, new_segment) {
                     self.fail(e);
                     fail(reply, &self.shared);
-                    return;
+                    return 1;
                 }
                 self.buf.extend_from_slice(&bytes);
                 self.last = Some(last);
@@ -645,18 +674,22 @@ impl Writer {
                 if let Some(r) = reply {
                     self.replies.push((last, r));
                 }
+                1
             }
             Command::Truncate { after, reply } => {
                 self.commit(false);
                 let _ = reply.send(self.rewrite(|dir| truncate_files(dir, after)));
+                0
             }
             Command::Reset { next, reply } => {
                 self.commit(false);
                 let _ = reply.send(self.rewrite(|dir| reset_files(dir, next)));
+                0
             }
             Command::Barrier(done) => {
                 self.commit(false);
                 let _ = done.send(());
+                0
             }
         }
     }
