@@ -1,0 +1,93 @@
+//! verify election and verify failover on a deployed cluster of a 3-node
+//! ZooKeeper ensemble and one standalone broker (whose failover is its
+//! restart), through the local executor: both pass when healthy; failover
+//! reports the loss of a broker that receipts before its journal write
+//! (AMQ_JOURNAL_UNSAFE_RECEIPT_BEFORE_WRITE) when it is killed; election
+//! fails on the ensemble's quorum once two of its three nodes are stopped.
+
+mod deploy_support;
+mod verify_support;
+
+use verify_support::{checks, cluster, election, failover, json_check};
+
+#[test]
+fn verify_passes_when_healthy_and_fails_on_loss_and_lost_quorum() {
+    let (_tmp, d) = cluster("verify_standalone.toml", "vsolo");
+    d.deploy(&[]).ok();
+
+    // Healthy: every check passes.
+    let run = election(&d, &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let c = checks(&run.stdout);
+    assert!(c["one leader"].0 && c["quorum"].0, "{c:?}");
+    assert!(c["quorum"].1.contains("3 of 3 nodes serve"), "{c:?}");
+    assert!(c["solo1 accepts clients"].0, "{c:?}");
+
+    let (run, doc) = failover(&d, &["--kills", "2", "--settle", "1"], &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(doc["lost"], 0, "{doc:#}");
+    assert!(doc["receipted"].as_u64().unwrap() > 100, "{doc:#}");
+    let rows = doc["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    let mut pids = Vec::new();
+    for r in rows {
+        assert_eq!(r["killed"], "solo1");
+        assert_eq!(r["new_master"], "solo1", "a lone broker comes back itself");
+        assert!(r["client_pause_ms"].as_f64().is_some(), "{r:#}");
+        assert!(r["problems"].as_array().unwrap().is_empty(), "{r:#}");
+        pids.push(r["pid"].as_u64().unwrap());
+    }
+    assert_ne!(
+        pids[0], pids[1],
+        "the second kill hit the restarted process"
+    );
+    for pid in pids {
+        assert!(
+            !deploy_support::is_alive(pid as u32),
+            "pid {pid} survived kill -9"
+        );
+    }
+
+    // A lossy broker: it receipts persistent sends before writing them.
+    // Restarted by verify with the same environment, so it stays lossy.
+    let unsafe_env = [("AMQ_JOURNAL_UNSAFE_RECEIPT_BEFORE_WRITE", "1")];
+    d.amqctl(&["stop", "--node", "solo1"]).ok();
+    let mut start = (d.runner)();
+    start
+        .args(["start"])
+        .arg(&d.inventory)
+        .args(["--node", "solo1", "--plain", "--log-dir"])
+        .arg(&d.logs)
+        .env(unsafe_env[0].0, unsafe_env[0].1);
+    deploy_support::Run::of(start.output().unwrap()).ok();
+    let (run, doc) = failover(&d, &["--kills", "1", "--settle", "2"], &unsafe_env);
+    assert_eq!(
+        run.code, 1,
+        "loss must fail verify:\n{}\n{}",
+        run.stdout, run.stderr
+    );
+    assert!(doc["lost"].as_u64().unwrap() > 0, "{doc:#}");
+    let lost = json_check(&doc, "no receipted message lost");
+    assert_eq!(lost["ok"], false);
+    assert!(
+        lost["evidence"].as_str().unwrap().contains(" lost (e.g. #"),
+        "{lost}"
+    );
+    // Only the loss is wrong: the broker did come back.
+    assert_eq!(json_check(&doc, "never two masters")["ok"], true);
+
+    // Quorum lost: two of three ZooKeeper nodes stopped.
+    d.amqctl(&["stop", "--node", "zk2"]).ok();
+    d.amqctl(&["stop", "--node", "zk3"]).ok();
+    let run = election(&d, &[]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let c = checks(&run.stdout);
+    assert!(!c["quorum"].0, "{c:?}");
+    assert!(
+        c["quorum"].1.contains("0 of 3 nodes serve") || c["quorum"].1.contains("1 of 3"),
+        "{c:?}"
+    );
+    assert!(!c["one leader"].0, "{c:?}");
+    assert!(c["one leader"].1.contains("zk2 not serving"), "{c:?}");
+    assert!(run.stdout.contains("checks failed"), "{}", run.stdout);
+}
