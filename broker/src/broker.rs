@@ -13,7 +13,7 @@ use crate::message::{Destination, Message, MessageId, PropertyValue};
 use crate::role::{self, Role, RoleSender, RoleWatch};
 use crate::store::{AppendFuture, Record, Store, StoreError};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -192,6 +192,106 @@ impl Completion {
     }
 }
 
+/// How a subscription takes messages beyond its ack mode and prefetch:
+/// ActiveMQ's consumer priority (higher first; a consumer gets messages only
+/// while every higher one is out of prefetch credit), and for a network
+/// bridge's demand subscription where its messages go ([`crate::network`]).
+#[derive(Debug, Clone, Default)]
+pub struct SubscribeOptions {
+    /// Clients 0; network demand -5 and lower with
+    /// decreaseNetworkConsumerPriority, so local consumers win.
+    pub priority: i32,
+    pub network: Option<NetworkTarget>,
+}
+
+/// The far end of a network demand subscription.
+#[derive(Debug, Clone)]
+pub struct NetworkTarget {
+    /// The broker the messages are forwarded to. A message whose broker path
+    /// already holds it is not sent there (no loops), unless the
+    /// destination's replayWhenNoConsumers policy lets stuck messages go back.
+    pub remote: String,
+    /// The demand's broker path (the remote broker first): what advisories
+    /// report, so peers can apply consumerTTL.
+    pub path: Vec<String>,
+    /// messageTTL: a message that already passed this many brokers is not
+    /// forwarded; negative means unlimited.
+    pub message_ttl: i32,
+}
+
+impl NetworkTarget {
+    /// ActiveMQ's `NetworkBridgeFilter` plus `conditionalNetworkBridgeFilterFactory`:
+    /// `replay` says whether a queue message may go back to a broker on its
+    /// path (no local consumer left and the replay delay passed).
+    fn accepts(&self, m: &Message, replay: bool) -> bool {
+        if m.broker_path.contains(&self.remote) {
+            return replay;
+        }
+        self.message_ttl < 0 || (m.broker_path.len() as i64) < i64::from(self.message_ttl)
+    }
+}
+
+/// A consumer as network bridges learn of it (ActiveMQ's `ConsumerInfo`
+/// advisory).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsumerInfo {
+    pub sub: SubId,
+    pub destination: Destination,
+    pub priority: i32,
+    /// Empty for a client; the demand's broker path for a network consumer.
+    pub path: Vec<String>,
+}
+
+/// Consumer add/remove notifications ([`Broker::watch_consumers`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConsumerEvent {
+    Added(ConsumerInfo),
+    Removed {
+        sub: SubId,
+        destination: Destination,
+    },
+}
+
+/// Messages that arrived over a network bridge, by (id, hops): a bridge that
+/// lost a receipt sends the same message again, and the copy is dropped. The
+/// hop count is part of the key so that a message replayed back through this
+/// broker (a longer path) is not mistaken for a copy.
+struct NetworkAudit {
+    seen: HashSet<(MessageId, usize)>,
+    order: VecDeque<(MessageId, usize)>,
+    duplicates: u64,
+}
+
+impl NetworkAudit {
+    /// Remembered arrivals; a resend comes within seconds, far fewer.
+    const DEPTH: usize = 65_536;
+
+    fn new() -> Self {
+        NetworkAudit {
+            seen: HashSet::new(),
+            order: VecDeque::new(),
+            duplicates: 0,
+        }
+    }
+
+    /// Whether `m` is new (and remembers it).
+    fn admit(&mut self, m: &Message) -> bool {
+        let key = (m.id.clone(), m.broker_path.len());
+        if self.seen.contains(&key) {
+            self.duplicates += 1;
+            return false;
+        }
+        if self.order.len() == Self::DEPTH {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        self.seen.insert(key.clone());
+        self.order.push_back(key);
+        true
+    }
+}
+
 /// What the broker needs from the configuration.
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
@@ -216,6 +316,8 @@ struct Entry {
     seq: u64,
     held: Arc<Queued>,
     redeliveries: u32,
+    /// When this broker accepted it (replayDelay counts from here).
+    arrived: u64,
 }
 
 impl Entry {
@@ -238,6 +340,7 @@ struct Queue {
     /// Not yet delivered, by enqueue sequence: redelivered messages keep
     /// their place, so the queue stays FIFO.
     pending: BTreeMap<u64, Entry>,
+    /// By priority, highest first; equal priorities in subscription order.
     consumers: Vec<SubId>,
     next_consumer: usize,
     in_flight: usize,
@@ -260,6 +363,8 @@ struct Subscription {
     in_flight: BTreeMap<u64, Entry>,
     /// Topic subscriptions only: published, not yet delivered.
     pending: VecDeque<Entry>,
+    priority: i32,
+    network: Option<NetworkTarget>,
 }
 
 impl Subscription {
@@ -290,6 +395,8 @@ struct State {
     next_sub: SubId,
     /// Records of the current operation, appended as one batch at its end.
     records: Vec<Record>,
+    consumer_watchers: Vec<mpsc::UnboundedSender<ConsumerEvent>>,
+    audit: NetworkAudit,
 }
 
 /// The broker. Cheap to share: `Arc<Broker>`.
@@ -305,6 +412,7 @@ pub struct Broker {
     next_conn: AtomicU64,
     /// Cancelled when the store failed: the broker must stop serving.
     failed: CancellationToken,
+    network: crate::network::Registry,
 }
 
 pub fn now_ms() -> u64 {
@@ -335,6 +443,8 @@ impl Broker {
                 next_seq: 0,
                 next_sub: 0,
                 records: Vec::new(),
+                consumer_watchers: Vec::new(),
+                audit: NetworkAudit::new(),
             }),
             role,
             started: Instant::now(),
@@ -342,6 +452,7 @@ impl Broker {
             next_message: AtomicU64::new(0),
             next_conn: AtomicU64::new(0),
             failed: CancellationToken::new(),
+            network: crate::network::Registry::default(),
         });
         broker.restore()?;
         Ok(broker)
@@ -406,6 +517,9 @@ impl Broker {
                 let seq = st.next_seq;
                 st.next_seq += 1;
                 count += 1;
+                if !message.broker_path.is_empty() {
+                    st.audit.admit(&message);
+                }
                 let held = Arc::new(Queued {
                     message,
                     _ticket: None,
@@ -416,6 +530,7 @@ impl Broker {
                         seq,
                         held,
                         redeliveries: 0,
+                        arrived: now_ms(),
                     },
                 );
             }
@@ -486,6 +601,12 @@ impl Broker {
     /// Accepts a message from a producer. Non-persistent messages first wait
     /// for room under the memory limit (producer flow control). In a
     /// transaction the message is held until COMMIT.
+    ///
+    /// The message keeps its id and broker path. One with a broker path came
+    /// over a network bridge: a copy of one already accepted (same id, same
+    /// hop count) is dropped, and the bridge's receipt still follows. The
+    /// original's journal write is then usually long durable (the copy comes
+    /// after the bridge reconnected).
     pub async fn send(
         &self,
         conn: ConnId,
@@ -511,6 +632,10 @@ impl Broker {
                 .push(held);
             return Ok(Completion::done());
         }
+        if !held.message.broker_path.is_empty() && !st.audit.admit(&held.message) {
+            tracing::debug!(id = %held.message.id, "duplicate from a network bridge dropped");
+            return Ok(Completion::done());
+        }
         self.accept(&mut st, held);
         Ok(self.finish(&mut st))
     }
@@ -523,6 +648,27 @@ impl Broker {
         destination: Destination,
         ack: AckMode,
         prefetch: usize,
+    ) -> Result<Completion, BrokerError> {
+        self.subscribe_with(
+            conn,
+            id,
+            destination,
+            ack,
+            prefetch,
+            SubscribeOptions::default(),
+        )
+    }
+
+    /// [`subscribe`](Self::subscribe) with a consumer priority, or as a
+    /// network bridge's demand subscription.
+    pub fn subscribe_with(
+        &self,
+        conn: ConnId,
+        id: &str,
+        destination: Destination,
+        ack: AckMode,
+        prefetch: usize,
+        options: SubscribeOptions,
     ) -> Result<Completion, BrokerError> {
         let mut st = self.lock();
         let sid = st.next_sub;
@@ -542,17 +688,37 @@ impl Broker {
                 prefetch: prefetch.max(1),
                 in_flight: BTreeMap::new(),
                 pending: VecDeque::new(),
+                priority: options.priority,
+                network: options.network.clone(),
             },
         );
+        let State {
+            queues,
+            topics,
+            subs,
+            ..
+        } = &mut *st;
         match &destination {
-            Destination::Queue(n) => st.queues.entry(n.clone()).or_default().consumers.push(sid),
-            Destination::Topic(n) => st
-                .topics
-                .entry(n.clone())
-                .or_default()
-                .subscribers
-                .push(sid),
+            Destination::Queue(n) => {
+                let q = queues.entry(n.clone()).or_default();
+                let at = q
+                    .consumers
+                    .iter()
+                    .position(|s| subs.get(s).is_some_and(|s| s.priority < options.priority))
+                    .unwrap_or(q.consumers.len());
+                q.consumers.insert(at, sid);
+            }
+            Destination::Topic(n) => topics.entry(n.clone()).or_default().subscribers.push(sid),
         }
+        notify(
+            &mut st.consumer_watchers,
+            ConsumerEvent::Added(ConsumerInfo {
+                sub: sid,
+                destination: destination.clone(),
+                priority: options.priority,
+                path: options.network.map(|n| n.path).unwrap_or_default(),
+            }),
+        );
         self.dispatch_destination(&mut st, &destination);
         Ok(self.finish(&mut st))
     }
@@ -738,6 +904,7 @@ impl Broker {
             seq,
             held,
             redeliveries: 0,
+            arrived: now_ms(),
         };
         let destination = entry.message().destination.clone();
         match &destination {
@@ -751,7 +918,15 @@ impl Broker {
                 t.counters.enqueued += 1;
                 for sid in &t.subscribers {
                     if let Some(sub) = st.subs.get_mut(sid) {
-                        sub.pending.push_back(entry.clone());
+                        // Topic messages never replay: the conduit already
+                        // reached every subscriber once.
+                        if sub
+                            .network
+                            .as_ref()
+                            .is_none_or(|n| n.accepts(entry.message(), false))
+                        {
+                            sub.pending.push_back(entry.clone());
+                        }
                     }
                 }
             }
@@ -895,6 +1070,13 @@ impl Broker {
                 }
             }
         }
+        notify(
+            &mut st.consumer_watchers,
+            ConsumerEvent::Removed {
+                sub: sid,
+                destination: sub.destination.clone(),
+            },
+        );
         for (_, entry) in sub.in_flight {
             self.redeliver(st, entry, None);
         }
@@ -918,28 +1100,70 @@ impl Broker {
         }
     }
 
-    /// Round-robin over the queue's consumers that have prefetch credit.
+    /// Most messages one dispatch steps over that no consumer with credit
+    /// takes (network consumers refuse messages that already passed their
+    /// broker), so that a queue of stuck messages costs bounded work.
+    const MAX_SKIPPED: usize = 4096;
+
+    /// Each waiting message goes to the highest-priority consumer with
+    /// prefetch credit that takes it, round-robin among equal priorities.
     fn dispatch_queue(&self, st: &mut State, name: &str) {
         let now = now_ms();
         let mut expired = Vec::new();
-        if let Some(q) = st.queues.get_mut(name) {
-            while !q.pending.is_empty() && !q.consumers.is_empty() {
-                let n = q.consumers.len();
-                let chosen = (0..n).map(|i| (q.next_consumer + i) % n).find(|&i| {
-                    st.subs
-                        .get(&q.consumers[i])
-                        .is_some_and(Subscription::has_credit)
-                });
-                let Some(i) = chosen else { break };
-                q.next_consumer = (i + 1) % n;
-                let (_, entry) = q.pending.pop_first().expect("not empty");
+        let State {
+            queues,
+            subs,
+            conns,
+            ..
+        } = st;
+        if let Some(q) = queues.get_mut(name) {
+            // conditionalNetworkBridgeFilterFactory: stuck messages may go
+            // back toward the broker they came from once no client is here.
+            let replay = q
+                .consumers
+                .iter()
+                .filter_map(|s| subs.get(s))
+                .any(|s| s.network.is_some())
+                .then(|| {
+                    self.settings
+                        .policies
+                        .network_bridge_filter(&Destination::Queue(name.to_owned()))
+                })
+                .flatten()
+                .filter(|f| f.replay_when_no_consumers)
+                .filter(|_| {
+                    !q.consumers
+                        .iter()
+                        .filter_map(|s| subs.get(s))
+                        .any(|s| s.network.is_none())
+                })
+                .map(|f| f.replay_delay_ms);
+            let mut skipped = Vec::new();
+            while !q.consumers.is_empty() && skipped.len() < Self::MAX_SKIPPED {
+                let Some((_, entry)) = q.pending.pop_first() else {
+                    break;
+                };
                 if entry.message().is_expired(now) {
                     expired.push(entry);
                     continue;
                 }
-                q.in_flight += 1;
-                let sub = st.subs.get_mut(&q.consumers[i]).expect("chosen above");
-                deliver(&mut st.conns, q.consumers[i], sub, entry);
+                let may_replay = replay.is_some_and(|d| d == 0 || entry.arrived + d < now);
+                match choose_consumer(q, subs, &entry, may_replay) {
+                    Choice::Consumer(i) => {
+                        q.in_flight += 1;
+                        let sid = q.consumers[i];
+                        let sub = subs.get_mut(&sid).expect("chosen above");
+                        deliver(conns, sid, sub, entry);
+                    }
+                    Choice::Refused => skipped.push(entry),
+                    Choice::NoCredit => {
+                        q.pending.insert(entry.seq, entry);
+                        break;
+                    }
+                }
+            }
+            for e in skipped {
+                q.pending.insert(e.seq, e);
             }
         }
         for e in expired {
@@ -993,6 +1217,39 @@ impl Broker {
         })))
     }
 
+    /// The consumers now, and every add/remove from then on (network
+    /// bridges learn demand from these). Dropping the receiver unregisters.
+    pub fn watch_consumers(&self) -> (Vec<ConsumerInfo>, mpsc::UnboundedReceiver<ConsumerEvent>) {
+        let mut st = self.lock();
+        let (tx, rx) = mpsc::unbounded_channel();
+        st.consumer_watchers.push(tx);
+        let now = st
+            .subs
+            .iter()
+            .map(|(sid, s)| ConsumerInfo {
+                sub: *sid,
+                destination: s.destination.clone(),
+                priority: s.priority,
+                path: s
+                    .network
+                    .as_ref()
+                    .map(|n| n.path.clone())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        (now, rx)
+    }
+
+    /// Network bridges of this broker, for `/status`.
+    pub fn network(&self) -> &crate::network::Registry {
+        &self.network
+    }
+
+    /// Copies of network-forwarded messages dropped by the audit.
+    pub fn network_duplicates(&self) -> u64 {
+        self.lock().audit.duplicates
+    }
+
     /// Everything `/status` and `/metrics` show.
     pub fn status(&self) -> BrokerStatus {
         let st = self.lock();
@@ -1035,7 +1292,63 @@ impl Broker {
                 stats: s.stats().into(),
             }),
             destinations,
+            bridges: self.network.status(),
+            network_duplicates: st.audit.duplicates,
         }
+    }
+}
+
+fn notify(watchers: &mut Vec<mpsc::UnboundedSender<ConsumerEvent>>, event: ConsumerEvent) {
+    watchers.retain(|w| w.send(event.clone()).is_ok());
+}
+
+enum Choice {
+    Consumer(usize),
+    /// Consumers have credit, but none takes this message.
+    Refused,
+    NoCredit,
+}
+
+/// The consumer for `entry`: priority groups in order, round-robin within one.
+fn choose_consumer(
+    q: &mut Queue,
+    subs: &HashMap<SubId, Subscription>,
+    entry: &Entry,
+    may_replay: bool,
+) -> Choice {
+    let n = q.consumers.len();
+    let mut credit = false;
+    let mut start = 0;
+    while start < n {
+        let priority = subs.get(&q.consumers[start]).map_or(0, |s| s.priority);
+        let end = (start..n)
+            .find(|&i| subs.get(&q.consumers[i]).map_or(0, |s| s.priority) != priority)
+            .unwrap_or(n);
+        let len = end - start;
+        for k in 0..len {
+            let i = start + (q.next_consumer + k) % len;
+            let Some(sub) = subs.get(&q.consumers[i]) else {
+                continue;
+            };
+            if !sub.has_credit() {
+                continue;
+            }
+            credit = true;
+            if sub
+                .network
+                .as_ref()
+                .is_none_or(|t| t.accepts(entry.message(), may_replay))
+            {
+                q.next_consumer = (i - start + 1) % len;
+                return Choice::Consumer(i);
+            }
+        }
+        start = end;
+    }
+    if credit {
+        Choice::Refused
+    } else {
+        Choice::NoCredit
     }
 }
 
@@ -1146,4 +1459,8 @@ pub struct BrokerStatus {
     /// `None` when nothing persists.
     pub journal: Option<JournalStatus>,
     pub destinations: Vec<DestinationStatus>,
+    /// Network bridges: peer, state, messages forwarded each way.
+    pub bridges: Vec<crate::network::BridgeStatus>,
+    /// Copies of network-forwarded messages dropped by message id.
+    pub network_duplicates: u64,
 }

@@ -367,6 +367,19 @@ pub struct PolicyEntry {
     pub memory_limit: Option<u64>,
     pub producer_flow_control: bool,
     pub dead_letter_strategy: Option<DeadLetterStrategy>,
+    /// `<networkBridgeFilterFactory><conditionalNetworkBridgeFilterFactory .../>`.
+    pub network_bridge_filter: Option<NetworkBridgeFilter>,
+}
+
+/// ActiveMQ's `conditionalNetworkBridgeFilterFactory`: lets messages stuck
+/// on a broker go back toward one on their broker path once no local
+/// consumer is left (consumers moved between brokers).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NetworkBridgeFilter {
+    pub replay_when_no_consumers: bool,
+    /// Milliseconds a message must have been on this broker before it may
+    /// go back (0: at once).
+    pub replay_delay_ms: u64,
 }
 
 /// Per-destination behaviour: redelivery and dead letters, first match wins
@@ -390,6 +403,13 @@ impl Policies {
 
     pub fn entry(&self, dest: &Destination) -> Option<&PolicyEntry> {
         self.entries.iter().find(|e| e.destinations.matches(dest))
+    }
+
+    pub fn network_bridge_filter(&self, dest: &Destination) -> Option<&NetworkBridgeFilter> {
+        self.entries
+            .iter()
+            .filter(|e| e.destinations.matches(dest))
+            .find_map(|e| e.network_bridge_filter.as_ref())
     }
 
     pub fn dead_letter_strategy(&self, dest: &Destination) -> DeadLetterStrategy {
@@ -1320,6 +1340,7 @@ impl Walker<'_> {
                     "producerFlowControl",
                     "gcInactiveDestinations",
                     "expireMessagesPeriod",
+                    "enableAudit",
                 ],
             );
             let mut entry = PolicyEntry {
@@ -1329,8 +1350,25 @@ impl Walker<'_> {
                     .typed(e, "producerFlowControl", parse_bool)?
                     .unwrap_or(true),
                 dead_letter_strategy: None,
+                network_bridge_filter: None,
             };
             for c in &e.children {
+                if c.name == "networkBridgeFilterFactory" {
+                    for f in &c.children {
+                        if f.name != "conditionalNetworkBridgeFilterFactory" {
+                            self.unknown(f, "networkBridgeFilterFactory");
+                            continue;
+                        }
+                        self.check_attributes(f, &["replayWhenNoConsumers", "replayDelay"]);
+                        entry.network_bridge_filter = Some(NetworkBridgeFilter {
+                            replay_when_no_consumers: self
+                                .typed(f, "replayWhenNoConsumers", parse_bool)?
+                                .unwrap_or(false),
+                            replay_delay_ms: self.typed(f, "replayDelay", parse_u64)?.unwrap_or(0),
+                        });
+                    }
+                    continue;
+                }
                 if c.name != "deadLetterStrategy" {
                     self.unknown(c, "policyEntry");
                     continue;

@@ -366,9 +366,12 @@ impl Handler {
         let tx = f.header("transaction");
         let completion = match f.command {
             Command::Send => {
-                let message =
+                let mut message =
                     stomp::message_from_send(&f, self.broker.message_id(), crate::broker::now_ms())
                         .map_err(ProtocolError::new)?;
+                // A network bridge's SEND keeps the message's id and broker path.
+                crate::network::inbound_send(&self.broker, &f, &mut message)
+                    .map_err(ProtocolError::new)?;
                 self.broker.send(self.conn, message, tx).await?
             }
             Command::Subscribe => {
@@ -411,8 +414,10 @@ impl Handler {
                             ProtocolError::new(format!("activemq.prefetchSize:{p} is not 1-32767"))
                         })?,
                 };
+                // activemq.priority, and a duplex network bridge's demand.
+                let options = crate::network::subscribe_options(&f).map_err(ProtocolError::new)?;
                 self.broker
-                    .subscribe(self.conn, &id, destination, ack, prefetch)?
+                    .subscribe_with(self.conn, &id, destination, ack, prefetch, options)?
             }
             Command::Unsubscribe => {
                 let id = match (f.header("id"), f.header("destination")) {

@@ -11,6 +11,7 @@ pub mod failover;
 pub mod ha;
 pub mod lock;
 pub mod message;
+pub mod network;
 pub mod replication;
 pub mod role;
 pub mod server;

@@ -219,6 +219,12 @@ async fn run(config: BrokerConfig, status_addr: Option<String>) -> anyhow::Resul
         ))),
         _ => None,
     };
+    // Advisories and network connectors (bridges run while we serve clients).
+    let network = tokio::spawn(amq_broker::network::run(
+        broker.clone(),
+        config.clone(),
+        shutdown.clone(),
+    ));
 
     server::serve(
         broker.clone(),
@@ -233,6 +239,7 @@ async fn run(config: BrokerConfig, status_addr: Option<String>) -> anyhow::Resul
         None => None,
     };
     let _ = expiry.await;
+    let _ = network.await;
     if let Some(t) = status_task {
         let _ = t.await;
     }

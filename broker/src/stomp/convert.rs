@@ -143,6 +143,10 @@ pub fn message_frame(
     for (k, v) in &message.properties {
         f = f.with_header(k.clone(), property_text(v));
     }
+    // The brokers it passed, for a network bridge consuming here (duplex).
+    if !message.broker_path.is_empty() {
+        f = f.with_header(crate::network::PATH_HEADER, message.broker_path.join(","));
+    }
     f.with_body(message.body.clone())
 }
 

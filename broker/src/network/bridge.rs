@@ -1,0 +1,535 @@
+//! One bridge session: a connected failover client to the peer, the demand
+//! subscriptions it needs here, forwarding with receipts, and (duplex) the
+//! demand it places on the peer. See the module docs of [`crate::network`].
+
+use super::advisories::{Advisory, RemoteConsumer};
+use super::{
+    BridgeStats, ADVISORY_TOPIC, DEMAND_PATH_HEADER, FROM_HEADER, PATH_HEADER, PRIORITY_HEADER,
+    TTL_HEADER,
+};
+use crate::broker::{
+    AckMode, AckRef, Broker, ConnId, ConsumerEvent, Delivery, NetworkTarget, Outbound,
+    SubscribeOptions,
+};
+use crate::client::{self, OutgoingMessage};
+use crate::config::NetworkConnector;
+use crate::failover::{EventKind, FailoverClient, FailoverEvent, Subscription};
+use crate::message::{Destination, Message, MessageId};
+use crate::stomp;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+/// ActiveMQ's `consumerPriorityBase` for network demand.
+const NETWORK_PRIORITY_BASE: i32 = -5;
+
+/// A demand subscription: per destination with conduit subscriptions, per
+/// remote consumer without.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DemandKey {
+    pub destination: Destination,
+    pub consumer: Option<u64>,
+}
+
+/// What a demand subscription looks like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Want {
+    /// Its broker path: the broker that consumes first.
+    pub path: Vec<String>,
+    pub priority: i32,
+}
+
+/// ActiveMQ's order: excluded denies, statically included allows, a
+/// non-empty dynamically included list allows only its matches.
+pub fn permitted(nc: &NetworkConnector, dest: &Destination) -> bool {
+    if matches!(dest, Destination::Topic(n) if n == ADVISORY_TOPIC) {
+        return false;
+    }
+    if nc.excluded_destinations.iter().any(|p| p.matches(dest)) {
+        return false;
+    }
+    if nc
+        .statically_included_destinations
+        .iter()
+        .any(|p| p.matches(dest))
+    {
+        return true;
+    }
+    nc.dynamically_included_destinations.is_empty()
+        || nc
+            .dynamically_included_destinations
+            .iter()
+            .any(|p| p.matches(dest))
+}
+
+/// decreaseNetworkConsumerPriority: -5, and lower by path length + 1 for
+/// demand from further away.
+pub fn priority(nc: &NetworkConnector, path_len: usize) -> i32 {
+    if !nc.decrease_network_consumer_priority {
+        return 0;
+    }
+    let further = if path_len > 1 { path_len as i32 + 1 } else { 0 };
+    NETWORK_PRIORITY_BASE - further
+}
+
+/// The demand subscriptions that `consumers` (on broker `head`) call for:
+/// consumers whose path reached consumerTTL or passes `exclude` (a loop)
+/// are ignored.
+pub fn wanted(
+    nc: &NetworkConnector,
+    consumers: &BTreeMap<Destination, Vec<RemoteConsumer>>,
+    head: &str,
+    exclude: &str,
+) -> BTreeMap<DemandKey, Want> {
+    let mut out: BTreeMap<DemandKey, Want> = BTreeMap::new();
+    for (dest, list) in consumers {
+        if !permitted(nc, dest) {
+            continue;
+        }
+        for c in list {
+            let within_ttl =
+                nc.consumer_ttl < 0 || (c.path.len() as i64) < i64::from(nc.consumer_ttl);
+            if !within_ttl
+                || c.path.iter().any(|b| b == exclude)
+                || c.path.iter().any(|b| b == head)
+            {
+                continue;
+            }
+            let mut path = Vec::with_capacity(c.path.len() + 1);
+            path.push(head.to_owned());
+            path.extend(c.path.iter().cloned());
+            let key = DemandKey {
+                destination: dest.clone(),
+                consumer: (!nc.conduit_subscriptions).then_some(c.id),
+            };
+            let want = Want {
+                priority: priority(nc, path.len()),
+                path,
+            };
+            // A conduit takes the shortest path among its consumers.
+            match out.get(&key) {
+                Some(w) if w.path.len() <= want.path.len() => {}
+                _ => {
+                    out.insert(key, want);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Adds statically included destinations (demand whether or not anyone
+/// consumes) to `wanted`.
+fn with_static(
+    nc: &NetworkConnector,
+    head: &str,
+    mut wanted: BTreeMap<DemandKey, Want>,
+) -> BTreeMap<DemandKey, Want> {
+    for p in &nc.statically_included_destinations {
+        if p.pattern.contains(['*', '>', ',']) {
+            continue;
+        }
+        let destination = if p.queue {
+            Destination::Queue(p.pattern.clone())
+        } else {
+            Destination::Topic(p.pattern.clone())
+        };
+        wanted
+            .entry(DemandKey {
+                destination,
+                consumer: None,
+            })
+            .or_insert_with(|| Want {
+                path: vec![head.to_owned()],
+                priority: priority(nc, 1),
+            });
+    }
+    wanted
+}
+
+/// The message a forwarded frame carries: its own id and timestamp, and the
+/// broker path it had on the sender plus the sender (`hop`).
+pub fn forwarded_message(frame: &stomp::Frame, hop: &str) -> Result<Message, String> {
+    let mut m = stomp::message_from_send(frame, MessageId(String::new()), crate::broker::now_ms())?;
+    let mut path = frame
+        .header(PATH_HEADER)
+        .map(super::split_path)
+        .unwrap_or_default();
+    path.push(hop.to_owned());
+    super::adopt(frame, &mut m, path)?;
+    Ok(m)
+}
+
+/// The SEND that forwards `m` from `local`.
+fn outgoing(m: &Message, local: &str) -> OutgoingMessage {
+    let frame = stomp::message_frame(m, "", None, false);
+    let mut out =
+        OutgoingMessage::new(m.destination.to_string(), m.body.clone()).persistent(m.persistent);
+    for (k, v) in frame.headers {
+        if !matches!(
+            k.as_str(),
+            "destination" | "subscription" | "persistent" | "content-length" | PATH_HEADER
+        ) {
+            out.headers.push((k, v));
+        }
+    }
+    let mut path = m.broker_path.clone();
+    path.push(local.to_owned());
+    out.headers.push((PATH_HEADER.to_owned(), path.join(",")));
+    out.headers.push((FROM_HEADER.to_owned(), local.to_owned()));
+    out
+}
+
+/// Why a session ended.
+#[derive(Debug)]
+pub enum Ended {
+    Shutdown,
+    Lost(String),
+}
+
+/// Demand subscriptions this session holds on the local broker.
+struct LocalDemand {
+    conn: ConnId,
+    subs: BTreeMap<DemandKey, (String, Want)>,
+    next: u64,
+}
+
+impl LocalDemand {
+    fn reconcile(
+        &mut self,
+        broker: &Broker,
+        nc: &NetworkConnector,
+        remote: &str,
+        wanted: BTreeMap<DemandKey, Want>,
+    ) {
+        let stale: Vec<DemandKey> = self
+            .subs
+            .iter()
+            .filter(|(k, (_, w))| wanted.get(*k) != Some(w))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            if let Some((id, _)) = self.subs.remove(&k) {
+                tracing::debug!(destination = %k.destination, remote, "demand removed");
+                let _ = broker.unsubscribe(self.conn, &id);
+            }
+        }
+        for (k, w) in wanted {
+            if self.subs.contains_key(&k) {
+                continue;
+            }
+            self.next += 1;
+            let id = format!("{}-demand-{}", nc.name, self.next);
+            let options = SubscribeOptions {
+                priority: w.priority,
+                network: Some(NetworkTarget {
+                    remote: remote.to_owned(),
+                    path: w.path.clone(),
+                    message_ttl: nc.message_ttl,
+                }),
+            };
+            tracing::debug!(destination = %k.destination, remote, priority = w.priority, "demand added");
+            match broker.subscribe_with(
+                self.conn,
+                &id,
+                k.destination.clone(),
+                AckMode::ClientIndividual,
+                nc.prefetch_size as usize,
+                options,
+            ) {
+                Ok(_) => {
+                    self.subs.insert(k, (id, w));
+                }
+                Err(e) => tracing::warn!("demand subscription failed: {e}"),
+            }
+        }
+    }
+}
+
+/// Duplex: subscriptions on the peer for demand here.
+struct RemoteDemand {
+    pulls: BTreeMap<DemandKey, (Want, CancellationToken)>,
+}
+
+/// Runs one session on a connected `client` until the connection is lost
+/// or `shutdown`. `events` must have been subscribed before the client
+/// connected, so no disconnect is missed.
+pub async fn session(
+    broker: Arc<Broker>,
+    nc: &NetworkConnector,
+    client: FailoverClient,
+    mut events: broadcast::Receiver<FailoverEvent>,
+    stats: Arc<BridgeStats>,
+    shutdown: CancellationToken,
+) -> Ended {
+    let local = broker.name().to_owned();
+    let mut advisories = match client
+        .subscribe(
+            &format!("/topic/{ADVISORY_TOPIC}"),
+            client::AckMode::Auto,
+            &[],
+        )
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => return Ended::Lost(format!("subscribing to the peer's advisories: {e}")),
+    };
+    let (conn, mut outbound) = broker.connect();
+    let mut demand = LocalDemand {
+        conn,
+        subs: BTreeMap::new(),
+        next: 0,
+    };
+    let mut remote_consumers: BTreeMap<Destination, Vec<RemoteConsumer>> = BTreeMap::new();
+    let mut remote_name: Option<String> = None;
+    let mut forwards = FuturesUnordered::new();
+    // Duplex: our own consumers, which the peer forwards to.
+    let mut local_consumers: BTreeMap<Destination, BTreeMap<u64, RemoteConsumer>> = BTreeMap::new();
+    let mut local_events = if nc.duplex {
+        let (now, rx) = broker.watch_consumers();
+        for c in now {
+            local_consumers.entry(c.destination).or_default().insert(
+                c.sub,
+                RemoteConsumer {
+                    id: c.sub,
+                    priority: c.priority,
+                    path: c.path,
+                },
+            );
+        }
+        Some(rx)
+    } else {
+        None
+    };
+    let mut remote_demand = RemoteDemand {
+        pulls: BTreeMap::new(),
+    };
+    let pull_stop = CancellationToken::new();
+    let mut pulls = tokio::task::JoinSet::new();
+
+    let ended = loop {
+        let mut duplex_changed = false;
+        tokio::select! {
+            a = advisories.recv() => {
+                let Some(a) = a else { break Ended::Lost("the advisory subscription ended".into()) };
+                let advisory: Advisory = match serde_json::from_slice(a.body()) {
+                    Ok(v) => v,
+                    Err(e) => { tracing::warn!("ignoring a malformed advisory: {e}"); continue; }
+                };
+                if remote_name.as_deref() != Some(advisory.broker.as_str()) {
+                    if advisory.broker == local {
+                        break Ended::Lost(format!("the peer is this broker ({local}): not bridging to itself"));
+                    }
+                    stats.set_peer(&advisory.broker);
+                    remote_name = Some(advisory.broker.clone());
+                    duplex_changed = true;
+                }
+                if advisory.full {
+                    remote_consumers.clear();
+                }
+                for d in advisory.destinations {
+                    let Some(dest) = d.destination() else { continue };
+                    if d.consumers.is_empty() {
+                        remote_consumers.remove(&dest);
+                    } else {
+                        remote_consumers.insert(dest, d.consumers);
+                    }
+                }
+                let remote = remote_name.as_deref().expect("set above");
+                let want = with_static(nc, remote, wanted(nc, &remote_consumers, remote, &local));
+                demand.reconcile(&broker, nc, remote, want);
+            }
+            o = outbound.recv() => match o {
+                Some(Outbound::Deliver(d)) => forwards.push(forward(client.clone(), d, local.clone())),
+                Some(Outbound::Close(reason)) => break Ended::Lost(reason),
+                None => break Ended::Lost("the local connection closed".into()),
+            },
+            Some(r) = forwards.next(), if !forwards.is_empty() => match r {
+                Ok(tag) => {
+                    let _ = broker.acknowledge(conn, AckRef::Tag(tag), None, false);
+                    stats.forwarded_out.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => break Ended::Lost(format!("forwarding failed: {e}")),
+            },
+            e = async { local_events.as_mut().expect("duplex").recv().await }, if local_events.is_some() => {
+                match e {
+                    Some(ConsumerEvent::Added(c)) => {
+                        local_consumers.entry(c.destination).or_default().insert(c.sub, RemoteConsumer { id: c.sub, priority: c.priority, path: c.path });
+                    }
+                    Some(ConsumerEvent::Removed { sub, destination }) => {
+                        if let Some(t) = local_consumers.get_mut(&destination) {
+                            t.remove(&sub);
+                            if t.is_empty() { local_consumers.remove(&destination); }
+                        }
+                    }
+                    None => break Ended::Lost("consumer events ended".into()),
+                }
+                duplex_changed = true;
+            }
+            e = events.recv() => match e {
+                Ok(FailoverEvent { kind: EventKind::Disconnected { reason, .. }, .. }) => break Ended::Lost(reason),
+                Ok(FailoverEvent { kind: EventKind::GaveUp { error, .. }, .. }) => break Ended::Lost(error),
+                Ok(FailoverEvent { kind: EventKind::Closed, .. }) => break Ended::Lost("closed".into()),
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => break Ended::Lost("the client stopped".into()),
+            },
+            _ = shutdown.cancelled() => break Ended::Shutdown,
+        }
+        if duplex_changed && local_events.is_some() {
+            if let Some(remote) = &remote_name {
+                let consumers: BTreeMap<Destination, Vec<RemoteConsumer>> = local_consumers
+                    .iter()
+                    .map(|(d, c)| (d.clone(), c.values().cloned().collect()))
+                    .collect();
+                let want = wanted(nc, &consumers, &local, remote);
+                remote_demand.reconcile(
+                    &mut pulls,
+                    PullContext {
+                        broker: broker.clone(),
+                        client: client.clone(),
+                        nc,
+                        remote: remote.clone(),
+                        stats: stats.clone(),
+                        stop: pull_stop.clone(),
+                        conn,
+                    },
+                    want,
+                );
+            }
+        }
+        stats.demand.store(
+            demand.subs.len() + remote_demand.pulls.len(),
+            Ordering::Relaxed,
+        );
+    };
+    pull_stop.cancel();
+    while pulls.join_next().await.is_some() {}
+    stats.demand.store(0, Ordering::Relaxed);
+    // What was handed to the bridge and not receipted goes back to the
+    // queues here; a copy that did reach the peer is dropped there by id.
+    let _ = broker.disconnect(conn);
+    ended
+}
+
+async fn forward(
+    client: FailoverClient,
+    d: Delivery,
+    local: String,
+) -> Result<u64, crate::failover::FailoverError> {
+    client
+        .send_receipted(outgoing(&d.message.message, &local))
+        .await
+        .map(|()| d.tag)
+}
+
+struct PullContext<'a> {
+    broker: Arc<Broker>,
+    client: FailoverClient,
+    nc: &'a NetworkConnector,
+    remote: String,
+    stats: Arc<BridgeStats>,
+    stop: CancellationToken,
+    conn: ConnId,
+}
+
+impl RemoteDemand {
+    fn reconcile(
+        &mut self,
+        tasks: &mut tokio::task::JoinSet<()>,
+        cx: PullContext<'_>,
+        wanted: BTreeMap<DemandKey, Want>,
+    ) {
+        let stale: Vec<DemandKey> = self
+            .pulls
+            .iter()
+            .filter(|(k, (w, _))| wanted.get(*k) != Some(w))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            if let Some((_, stop)) = self.pulls.remove(&k) {
+                stop.cancel();
+            }
+        }
+        for (k, w) in wanted {
+            if self.pulls.contains_key(&k) {
+                continue;
+            }
+            let stop = cx.stop.child_token();
+            let headers = vec![
+                (FROM_HEADER.to_owned(), cx.broker.name().to_owned()),
+                (DEMAND_PATH_HEADER.to_owned(), w.path.join(",")),
+                (TTL_HEADER.to_owned(), cx.nc.message_ttl.to_string()),
+                (PRIORITY_HEADER.to_owned(), w.priority.to_string()),
+                (
+                    "activemq.prefetchSize".to_owned(),
+                    cx.nc.prefetch_size.min(32_767).to_string(),
+                ),
+            ];
+            tasks.spawn(pull(
+                cx.broker.clone(),
+                cx.conn,
+                cx.client.clone(),
+                k.destination.to_string(),
+                headers,
+                cx.remote.clone(),
+                cx.stats.clone(),
+                stop.clone(),
+            ));
+            self.pulls.insert(k, (w, stop));
+        }
+    }
+}
+
+/// Duplex demand on the peer: what arrives is stored here (durably, for
+/// persistent messages) before it is acknowledged there.
+#[allow(clippy::too_many_arguments)]
+async fn pull(
+    broker: Arc<Broker>,
+    conn: ConnId,
+    client: FailoverClient,
+    destination: String,
+    headers: Vec<(String, String)>,
+    remote: String,
+    stats: Arc<BridgeStats>,
+    stop: CancellationToken,
+) {
+    let mut sub: Subscription = tokio::select! {
+        s = client.subscribe(&destination, client::AckMode::ClientIndividual, &headers) => match s {
+            Ok(s) => s,
+            Err(e) => { tracing::warn!(%destination, "duplex demand on {remote} failed: {e}"); return; }
+        },
+        _ = stop.cancelled() => return,
+    };
+    let mut stored = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            d = sub.recv() => {
+                let Some(d) = d else { break };
+                let m = match forwarded_message(&d.frame, &remote) {
+                    Ok(m) => m,
+                    Err(e) => { tracing::warn!(%destination, "dropping a malformed message from {remote}: {e}"); continue; }
+                };
+                match broker.send(conn, m, None).await {
+                    Ok(done) => stored.push(async move { done.wait().await.map(|()| d) }),
+                    Err(e) => { tracing::warn!("storing a message from {remote} failed: {e}"); break; }
+                }
+            }
+            Some(r) = stored.next(), if !stored.is_empty() => match r {
+                Ok(d) => {
+                    if matches!(client.ack(&d), Ok(true)) {
+                        stats.forwarded_in.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(e) => { tracing::warn!("storing a message from {remote} failed: {e}"); break; }
+            },
+            _ = stop.cancelled() => {
+                let _ = sub.unsubscribe().await;
+                return;
+            }
+        }
+    }
+}
