@@ -3,7 +3,10 @@
 //! commit ratio (appends per fsync), beside the raw write+fdatasync rate of
 //! the same disk. Run through `bench/journal.sh`.
 //!
-//! Usage: journal_bench [--dir DIR] [--appends N] [--appenders 1,8]
+//! Usage: journal_bench [--dir DIR] [--appends N] [--appenders 1,8] [--reps 3]
+//!
+//! Each configuration runs `--reps` times, interleaved with the raw fsync
+//! probe (other load on the machine shifts both alike); medians are shown.
 
 use amq_broker::message::{Destination, Message, MessageId};
 use amq_broker::store::{Journal, JournalOptions, Record, Store};
@@ -17,6 +20,7 @@ struct Args {
     dir: Option<PathBuf>,
     appends: usize,
     appenders: Vec<usize>,
+    reps: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -24,12 +28,14 @@ fn parse_args() -> Result<Args, String> {
         dir: None,
         appends: 20_000,
         appenders: vec![1, 8],
+        reps: 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
             "--dir" => args.dir = Some(value()?.into()),
+            "--reps" => args.reps = value()?.parse().map_err(|e| format!("--reps: {e}"))?,
             "--appends" => {
                 args.appends = value()?.parse().map_err(|e| format!("--appends: {e}"))?
             }
@@ -81,11 +87,16 @@ fn raw_fsync_rate(dir: &std::path::Path, n: usize) -> f64 {
     rate
 }
 
-async fn run(
-    dir: &std::path::Path,
-    appenders: usize,
-    appends: usize,
-) -> (f64, f64, f64, Duration, Duration) {
+struct Run {
+    appends_per_s: f64,
+    fsyncs_per_s: f64,
+    appends_per_fsync: f64,
+    p50: Duration,
+    p99: Duration,
+    raw: f64,
+}
+
+async fn run(dir: &std::path::Path, appenders: usize, appends: usize, raw: f64) -> Run {
     let journal: Arc<dyn Store> =
         Arc::new(Journal::open(dir, JournalOptions::default()).expect("journal"));
     let per = appends / appenders;
@@ -112,13 +123,19 @@ async fn run(
     let secs = start.elapsed().as_secs_f64();
     let s = journal.stats();
     lat.sort();
-    (
-        s.appends as f64 / secs,
-        s.fsyncs as f64 / secs,
-        s.appends as f64 / s.fsyncs.max(1) as f64,
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99),
-    )
+    Run {
+        appends_per_s: s.appends as f64 / secs,
+        fsyncs_per_s: s.fsyncs as f64 / secs,
+        appends_per_fsync: s.appends as f64 / s.fsyncs.max(1) as f64,
+        p50: percentile(&lat, 0.5),
+        p99: percentile(&lat, 0.99),
+        raw,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 #[tokio::main]
@@ -131,38 +148,44 @@ async fn main() {
         }
     };
     let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let raw = {
-        let d = tempfile::tempdir_in(&base).expect("temp dir");
-        raw_fsync_rate(d.path(), 5_000)
-    };
+    let mut runs: Vec<Vec<Run>> = args.appenders.iter().map(|_| Vec::new()).collect();
+    for _ in 0..args.reps.max(1) {
+        for (k, &n) in args.appenders.iter().enumerate() {
+            let d = tempfile::tempdir_in(&base).expect("temp dir");
+            let raw = raw_fsync_rate(d.path(), 2_000);
+            runs[k].push(run(d.path(), n, args.appends, raw).await);
+        }
+    }
     println!(
-        "disk: raw 1 KiB write+fdatasync: {raw:.0}/s (in {})",
+        "journal: {} durable 1 KiB appends per run, median of {} runs, in {}",
+        args.appends,
+        args.reps.max(1),
         base.display()
     );
     println!(
-        "{:>9} {:>10} {:>12} {:>10} {:>14} {:>10} {:>10} {:>12}",
+        "{:>9} {:>12} {:>10} {:>14} {:>10} {:>10} {:>12} {:>13}",
         "appenders",
-        "appends",
         "appends/s",
         "fsyncs/s",
         "appends/fsync",
         "p50 ms",
         "p99 ms",
+        "raw fsync/s",
         "x raw fsync"
     );
-    for &n in &args.appenders {
-        let d = tempfile::tempdir_in(&base).expect("temp dir");
-        let (rate, fsyncs, ratio, p50, p99) = run(d.path(), n, args.appends).await;
+    for (k, &n) in args.appenders.iter().enumerate() {
+        let r = &runs[k];
+        let m = |f: &dyn Fn(&Run) -> f64| median(r.iter().map(f).collect());
         println!(
-            "{:>9} {:>10} {:>12.0} {:>10.0} {:>14.2} {:>10.3} {:>10.3} {:>12.2}",
+            "{:>9} {:>12.0} {:>10.0} {:>14.2} {:>10.3} {:>10.3} {:>12.0} {:>13.2}",
             n,
-            args.appends / n * n,
-            rate,
-            fsyncs,
-            ratio,
-            p50.as_secs_f64() * 1e3,
-            p99.as_secs_f64() * 1e3,
-            rate / raw
+            m(&|x| x.appends_per_s),
+            m(&|x| x.fsyncs_per_s),
+            m(&|x| x.appends_per_fsync),
+            m(&|x| x.p50.as_secs_f64() * 1e3),
+            m(&|x| x.p99.as_secs_f64() * 1e3),
+            m(&|x| x.raw),
+            m(&|x| x.appends_per_s / x.raw),
         );
     }
 }
