@@ -56,7 +56,8 @@ stomp_ready() {
 cmd_start() {
   local inv=$1 first=1 i
   while read -r name dir stomp; do
-    ( cd "$dir" && AMQCTL_SERVICE="$dir" setsid ./run.sh >> out.log 2>&1 < /dev/null & echo $! > "$dir/run.pid" )
+    # As amqctl starts a process service: detached, marked, pid recorded.
+    ( cd "$dir" || exit 1; AMQCTL_SERVICE="$dir" setsid ./run.sh >> out.log 2>&1 < /dev/null & echo $! > "$dir/run.pid" )
     if [ $first = 1 ]; then
       # The first broker takes the lock; wait until it serves.
       for i in $(seq 600); do stomp_ready "$stomp" && break; sleep 0.1; done
