@@ -113,7 +113,9 @@ fn write_file(path: &Path, f: &RenderedFile) -> anyhow::Result<()> {
 }
 
 /// Write to a temporary file created with `mode` (so a secret is never
-/// readable by others, not even briefly), then rename over `path`.
+/// readable by others, not even briefly), then rename over `path`. No fsync:
+/// a plan directory is re-rendered at will (one fsync per file made a
+/// 300-file plan take 1.7 s instead of 0.1 s).
 fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     let tmp = path.with_extension("amqctl-tmp");
     let _ = std::fs::remove_file(&tmp);
@@ -127,7 +129,6 @@ fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", tmp.display()))?;
     // The umask may have narrowed the mode at creation; set it exactly.
     file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-    file.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
     Ok(())
 }
