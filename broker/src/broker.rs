@@ -613,7 +613,10 @@ impl Broker {
         message: Message,
         transaction: Option<&str>,
     ) -> Result<Completion, BrokerError> {
-        let ticket = if message.persistent && self.store.is_some() {
+        // Only queue messages are journaled; everything else is held in
+        // memory and counts against the limit.
+        let ticket = if message.persistent && message.destination.is_queue() && self.store.is_some()
+        {
             None
         } else {
             Some(self.memory.acquire(&message).await)

@@ -2,24 +2,27 @@
 //! the frame commands mapped onto the [`Broker`], heart-beating both ways,
 //! and ERROR-then-close on anything malformed.
 //!
-//! Three tasks per connection, so that slow fsyncs never delay deliveries and
+//! Two tasks per connection, so that slow fsyncs never delay deliveries and
 //! a slow client never blocks the broker:
 //! - the **reader** (this task) decodes frames and calls the broker;
-//! - the **sequencer** answers in order: it waits for each operation's
-//!   durability before its RECEIPT (a persistent SEND's receipt follows the
-//!   fsync) and sends ERRORs after the receipts before them;
-//! - the **writer** writes MESSAGE frames as the broker dispatches them,
-//!   answers from the sequencer, and heart-beats; it reports written
-//!   `ack:auto` deliveries back to the broker, which frees prefetch credit.
+//! - the **writer** writes MESSAGE frames as the broker dispatches them, and
+//!   the reader's answers in order, each once its operation is durable (a
+//!   persistent SEND's RECEIPT follows the fsync; an ERROR follows the
+//!   receipts before it) without holding up deliveries meanwhile; it
+//!   heart-beats, and reports written `ack:auto` deliveries back to the
+//!   broker, which frees prefetch credit.
 
 use crate::broker::{
-    AckMode, AckRef, Broker, Completion, ConnId, Delivery, Outbound, DEFAULT_PREFETCH,
+    AckMode, AckRef, Broker, BrokerError, Completion, ConnId, Delivery, Outbound, DEFAULT_PREFETCH,
 };
 use crate::config::Authentication;
 use crate::stomp::{
     self, Codec, CodecError, Command, Frame, HeartBeat, Limits, Transmission, Version,
 };
-use futures::{SinkExt, StreamExt};
+
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, SinkExt, StreamExt};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,17 +64,12 @@ impl Default for ConnectionSettings {
     }
 }
 
-/// What the sequencer is asked to do, in order.
+/// An answer to the client, written once `completion` is durable, in the
+/// order the reader produced them.
 struct Answer {
     completion: Completion,
     frame: Option<Frame>,
     close: bool,
-}
-
-/// What the writer is told by the sequencer.
-enum Control {
-    Frame(Frame),
-    Close,
 }
 
 type Writer = FramedWrite<OwnedWriteHalf, Codec>;
@@ -166,19 +164,18 @@ pub async fn serve(
 
     let closing = Arc::new(AtomicBool::new(false));
     let dead = CancellationToken::new();
-    let (control_tx, control_rx) = mpsc::unbounded_channel();
     let (answer_tx, answer_rx) = mpsc::channel(settings.max_pending_receipts);
     let writer_task = tokio::spawn(write_loop(WriteLoop {
         writer,
         outbound,
-        control: control_rx,
+        answers: answer_rx,
+        max_pending: settings.max_pending_receipts,
         broker: broker.clone(),
         version: session.version,
         heartbeat: session.send_interval,
         closing: closing.clone(),
         dead: dead.clone(),
     }));
-    let sequencer = tokio::spawn(sequence(answer_rx, control_tx));
 
     let mut handler = Handler {
         broker: broker.clone(),
@@ -236,7 +233,6 @@ pub async fn serve(
     // Redeliver what this client did not acknowledge; the completion only
     // matters for the store's failure path, which reports itself.
     let _ = broker.disconnect(conn);
-    let _ = sequencer.await;
     let _ = writer_task.await;
     tracing::debug!(%peer, conn, "closed");
 }
@@ -490,35 +486,12 @@ impl Handler {
     }
 }
 
-/// Answers in order, each after its operation is durable.
-async fn sequence(mut answers: mpsc::Receiver<Answer>, control: mpsc::UnboundedSender<Control>) {
-    while let Some(a) = answers.recv().await {
-        match a.completion.wait().await {
-            Ok(()) => {
-                if let Some(f) = a.frame {
-                    let _ = control.send(Control::Frame(f));
-                }
-                if a.close {
-                    let _ = control.send(Control::Close);
-                    return;
-                }
-            }
-            Err(e) => {
-                let _ = control.send(Control::Frame(Frame::error(
-                    "the broker could not store the message",
-                    e.to_string(),
-                )));
-                let _ = control.send(Control::Close);
-                return;
-            }
-        }
-    }
-}
-
 struct WriteLoop {
     writer: Writer,
     outbound: mpsc::UnboundedReceiver<Outbound>,
-    control: mpsc::UnboundedReceiver<Control>,
+    answers: mpsc::Receiver<Answer>,
+    /// Answers awaiting durability at most; then the reader waits.
+    max_pending: usize,
     broker: Arc<Broker>,
     version: Version,
     heartbeat: Option<Duration>,
@@ -541,21 +514,36 @@ async fn write_loop(mut w: WriteLoop) {
 
 enum Item {
     Outbound(Outbound),
-    Control(Control),
+    /// An answer whose operation is durable (or failed to be).
+    Answer(Result<(), BrokerError>, Option<Frame>, bool),
     Tick,
+}
+
+/// Answers waiting for durability; they resolve in order.
+type Pending = FuturesOrdered<BoxFuture<'static, Item>>;
+
+fn pend(a: Answer) -> BoxFuture<'static, Item> {
+    Box::pin(async move { Item::Answer(a.completion.wait().await, a.frame, a.close) })
 }
 
 async fn write_until_closed(w: &mut WriteLoop) -> Result<(), CodecError> {
     let mut auto_acked = Vec::new();
     let mut outbound_open = true;
+    let mut answers_open = true;
+    let mut pending = Pending::new();
     let mut last_write = Instant::now();
     loop {
+        if !answers_open && pending.is_empty() {
+            // The reader is done and everything it asked for is answered.
+            return Ok(());
+        }
         let beat_at = w.heartbeat.map(|h| last_write + h);
         let first = tokio::select! {
             biased;
-            c = w.control.recv() => match c {
-                Some(c) => Item::Control(c),
-                None => return Ok(()),
+            Some(done) = pending.next(), if !pending.is_empty() => done,
+            a = w.answers.recv(), if answers_open && pending.len() < w.max_pending => match a {
+                Some(a) => { pending.push_back(pend(a)); continue; }
+                None => { answers_open = false; continue; }
             },
             o = w.outbound.recv(), if outbound_open => match o {
                 Some(o) => Item::Outbound(o),
@@ -569,8 +557,19 @@ async fn write_until_closed(w: &mut WriteLoop) -> Result<(), CodecError> {
         while let Some(it) = item.take() {
             match it {
                 Item::Tick => w.writer.feed(HeartBeat).await?,
-                Item::Control(Control::Frame(f)) => w.writer.feed(f).await?,
-                Item::Control(Control::Close) => {
+                Item::Answer(Ok(()), frame, close) => {
+                    if let Some(f) = frame {
+                        w.writer.feed(f).await?;
+                    }
+                    if close {
+                        report(&w.broker, &mut auto_acked);
+                        return Ok(());
+                    }
+                }
+                Item::Answer(Err(e), _, _) => {
+                    let error =
+                        Frame::error("the broker could not store the message", e.to_string());
+                    w.writer.feed(error).await?;
                     report(&w.broker, &mut auto_acked);
                     return Ok(());
                 }
@@ -591,18 +590,30 @@ async fn write_until_closed(w: &mut WriteLoop) -> Result<(), CodecError> {
             }
             n += 1;
             if n < WRITE_BATCH {
-                item = w
-                    .control
-                    .try_recv()
-                    .map(Item::Control)
-                    .or_else(|_| w.outbound.try_recv().map(Item::Outbound))
-                    .ok();
+                item = next_ready(w, &mut pending);
             }
         }
         SinkExt::<Frame>::flush(&mut w.writer).await?;
         last_write = Instant::now();
         report(&w.broker, &mut auto_acked);
     }
+}
+
+/// Whatever can be written without waiting: a durable answer, then a
+/// delivery.
+fn next_ready(w: &mut WriteLoop, pending: &mut Pending) -> Option<Item> {
+    while pending.len() < w.max_pending {
+        match w.answers.try_recv() {
+            Ok(a) => pending.push_back(pend(a)),
+            Err(_) => break,
+        }
+    }
+    if !pending.is_empty() {
+        if let Some(Some(done)) = pending.next().now_or_never() {
+            return Some(done);
+        }
+    }
+    w.outbound.try_recv().ok().map(Item::Outbound)
 }
 
 /// Tells the broker which ack:auto deliveries were written.

@@ -662,3 +662,59 @@ async fn disconnect_receipt_comes_after_earlier_receipts() {
     assert!(next_frame(&mut c.io).await.is_none());
     b.stop().await;
 }
+
+#[tokio::test]
+async fn maximum_connections_refuses_the_extra_client() {
+    let broker = amq_broker::broker::Broker::new(settings(), None, Role::Standalone).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(amq_broker::server::run(
+        listener,
+        broker,
+        Arc::new(ConnectionSettings::default()),
+        Some(1),
+        shutdown.clone(),
+    ));
+    let first = Client::connect(addr, Version::V1_2, &[]).await;
+    let (mut io, reply) = Client::try_connect(addr, Version::V1_2, &[]).await;
+    assert_eq!(reply.command, Command::Error);
+    assert!(reply
+        .header("message")
+        .unwrap()
+        .contains("maximum connections"));
+    assert!(next_frame(&mut io).await.is_none());
+    first.disconnect().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Client::connect(addr, Version::V1_2, &[]).await;
+    shutdown.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn persistent_topic_messages_count_against_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal =
+        Arc::new(Journal::open(dir.path(), JournalOptions::default()).unwrap()) as Arc<dyn Store>;
+    let b = TestBroker::with(settings(), ConnectionSettings::default(), Some(journal)).await;
+    let mut slow = b.client().await;
+    slow.subscribe("/topic/t", "s", "client", &[("activemq.prefetchSize", "1")])
+        .await;
+    let mut p = b.client().await;
+    for _ in 0..10 {
+        p.send("/topic/t", &"x".repeat(4096), &[("persistent", "true")])
+            .await;
+    }
+    let s = b.broker.status();
+    assert!(
+        s.memory_used >= 9 * 4096,
+        "topic messages not counted: {}",
+        s.memory_used
+    );
+    assert_eq!(
+        s.journal.unwrap().position,
+        0,
+        "topic messages are not journaled"
+    );
+    b.stop().await;
+}
