@@ -133,6 +133,27 @@ async fn run(dir: &std::path::Path, appenders: usize, appends: usize, raw: f64) 
     }
 }
 
+/// Time to open a journal holding `appends` live 1 KiB messages and recover
+/// them (what a broker restart costs), median of 3.
+async fn recovery_ms(base: &std::path::Path, appends: usize) -> (f64, u64, usize) {
+    let d = tempfile::tempdir_in(base).expect("temp dir");
+    run(d.path(), 32, appends, 0.0).await;
+    let bytes: u64 = std::fs::read_dir(d.path())
+        .expect("journal dir")
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let mut times = Vec::new();
+    let mut recovered = 0;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let j = Journal::open(d.path(), JournalOptions::default()).expect("journal");
+        recovered = j.recover().expect("recover").message_count();
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    (median(times), bytes, recovered)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -188,4 +209,9 @@ async fn main() {
             m(&|x| x.appends_per_s / x.raw),
         );
     }
+    let (ms, bytes, n) = recovery_ms(&base, args.appends).await;
+    println!(
+        "recovery: open + recover {n} live messages ({:.1} MiB of segments) in {ms:.1} ms",
+        bytes as f64 / (1 << 20) as f64
+    );
 }
