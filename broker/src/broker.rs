@@ -1210,6 +1210,14 @@ impl Broker {
                 // One write that missed its replicas: the client gets an
                 // ERROR, the store is fine.
                 Err(StoreError::NotReplicated(e)) => tracing::warn!("{e}"),
+                // The journal refused an inconsistent batch and stays
+                // healthy: the operation fails (the client gets an ERROR),
+                // everyone else carries on.
+                Err(
+                    e @ (StoreError::DuplicateMessage { .. } | StoreError::UnknownMessage { .. }),
+                ) => {
+                    tracing::error!("journal refused a batch: {e}")
+                }
                 Err(e) => {
                     tracing::error!("store failed: {e}; the broker stops serving");
                     failed.cancel();
