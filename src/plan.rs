@@ -295,6 +295,18 @@ pub fn render_text(topo: &Topology, plan: &RenderedPlan, out: Option<&Path>) -> 
         s.name.apply_to(&topo.cluster),
         s.dim.apply_to(format!("({})", topo.source.display()))
     );
+    let count = |n: usize, what: &str| format!("{n} {what}{}", plural(n));
+    let zk_nodes = topo.zookeeper.as_ref().map_or(0, |z| z.nodes.len());
+    let _ = writeln!(
+        o,
+        "  {} · {} · {} ({}) · {} · {}",
+        count(topo.hosts.len(), "host"),
+        count(zk_nodes, "ZooKeeper node"),
+        count(topo.groups.len(), "broker group"),
+        count(topo.brokers().count(), "broker"),
+        count(topo.networks.len(), "network"),
+        count(plan.files().count(), "file"),
+    );
 
     // Hosts, services, ports, files.
     let _ = writeln!(o, "\n{}", s.head.apply_to("Hosts"));
