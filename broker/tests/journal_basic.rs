@@ -346,3 +346,32 @@ async fn one_journal_per_directory() {
     drop(j);
     open(dir.path());
 }
+
+/// A record whose checksum holds but whose flags this version does not know
+/// (written by a newer broker) is refused, never truncated away as a torn
+/// tail.
+#[tokio::test]
+async fn records_of_an_unknown_format_are_refused_not_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let j = open(dir.path());
+        append(&j, vec![enq("q", "1")]).await;
+        append(&j, vec![enq("q", "2")]).await;
+    }
+    let file = dir.path().join(&segment_files(dir.path())[0]);
+    let mut data = fs::read(&file).unwrap();
+    let (_, first_len) = amq_broker::store::Entry::decode(&data).unwrap();
+    let last = &mut data[first_len..];
+    last[29] |= 0x80;
+    let crc = crc32c::crc32c(&last[12..]);
+    last[8..12].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&file, &data).unwrap();
+    let err = Journal::open(dir.path(), JournalOptions::default())
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(&err, StoreError::Corrupt { offset, .. } if *offset == first_len as u64),
+        "{err}"
+    );
+    assert_eq!(fs::read(&file).unwrap(), data, "nothing truncated");
+}

@@ -44,6 +44,7 @@ pub enum DecodeError {
     TooLong(usize),
     #[error("checksum mismatch")]
     BadChecksum,
+    /// The checksum holds but the content is not understood.
     #[error("malformed entry: {0}")]
     Malformed(&'static str),
 }
@@ -122,6 +123,11 @@ pub fn frame(buf: &[u8]) -> Result<Frame, DecodeError> {
     let crc = u32::from_le_bytes(buf[8..12].try_into().expect("4 bytes"));
     if crc32c::crc32c(&buf[12..total]) != crc {
         return Err(DecodeError::BadChecksum);
+    }
+    // Checked, so that one frame has one meaning: unknown flags or reserved
+    // bits are a newer format (or damage), not something to ignore.
+    if buf[29] & !FLAG_BATCH_END != 0 || buf[30..32] != [0, 0] {
+        return Err(DecodeError::Malformed("unknown flags"));
     }
     let u64_at = |at: usize| u64::from_le_bytes(buf[at..at + 8].try_into().expect("8 bytes"));
     Ok(Frame {
@@ -252,6 +258,12 @@ pub fn decode_message(buf: &[u8]) -> Result<Message, DecodeError> {
     let mut properties = BTreeMap::new();
     for _ in 0..count {
         let key = r.string()?;
+        if properties
+            .last_key_value()
+            .is_some_and(|(last, _)| *last >= key)
+        {
+            return Err(DecodeError::Malformed("property keys out of order"));
+        }
         let value = match r.u8()? {
             0 => PropertyValue::String(r.string()?),
             1 => PropertyValue::Bool(r.bool()?),

@@ -222,9 +222,9 @@ impl Journal {
         }
     }
 
-    /// Sequence a batch of unsealed frames. `positions` is `None` for local
-    /// appends (next positions, current epoch) or the replicated entries'
-    /// own positions and epochs.
+    /// Sequence a batch of unsealed frames: `replicated` is `None` for local
+    /// appends (next positions, current epoch, records validated against the
+    /// live set) or the entries' own positions and epochs (slave side).
     fn sequence(
         &self,
         records: &[Record],

@@ -135,10 +135,9 @@ fn scan_segment(
                 continue;
             }
             Err(DecodeError::Incomplete { .. }) => Problem::Torn,
-            // The frame checked out but its payload does not: a format or
-            // software problem, never a torn write; refusing is the only
-            // safe choice.
-            Err(DecodeError::Malformed(why)) if codec::frame(&data[off..]).is_ok() => {
+            // The checksum holds but the content is not understood (a newer
+            // format, or a bug): never a torn write, so never truncated.
+            Err(DecodeError::Malformed(why)) => {
                 return Err(StoreError::Corrupt {
                     path: file.to_owned(),
                     offset: off as u64,
