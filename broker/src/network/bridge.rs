@@ -350,8 +350,8 @@ pub async fn session(
             },
             Some(r) = forwards.next(), if !forwards.is_empty() => match r {
                 Ok(tag) => {
-                    let _ = broker.acknowledge(conn, AckRef::Tag(tag), None, false);
                     stats.forwarded_out.fetch_add(1, Ordering::Relaxed);
+                    let _ = broker.acknowledge(conn, AckRef::Tag(tag), None, false);
                 }
                 Err(e) => break Ended::Lost(format!("forwarding failed: {e}")),
             },
