@@ -718,3 +718,50 @@ async fn persistent_topic_messages_count_against_memory() {
     );
     b.stop().await;
 }
+
+/// Random garbage (after a valid CONNECT, and instead of one) never takes
+/// the broker down: each bad connection ends, a good client keeps working.
+#[tokio::test]
+async fn random_garbage_never_disturbs_other_clients() {
+    let b = TestBroker::start().await;
+    let mut good = b.client().await;
+    good.subscribe("/queue/steady", "s", "client-individual", &[])
+        .await;
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..40 {
+        let len = (next() % 2048) as usize;
+        let mut garbage: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        // Bias towards STOMP-looking bytes so the parser gets deep.
+        for _ in 0..len / 8 {
+            let at = (next() as usize) % len.max(1);
+            if let Some(b) = garbage.get_mut(at) {
+                *b = b"\n:\\\0SENDACK"[(next() % 11) as usize];
+            }
+        }
+        let mut tcp = tokio::net::TcpStream::connect(b.addr).await.unwrap();
+        if round % 2 == 0 {
+            tcp.write_all(b"CONNECT\naccept-version:1.2\nhost:x\n\n\0")
+                .await
+                .unwrap();
+        }
+        let _ = tcp.write_all(&garbage).await;
+        let _ = tcp.shutdown().await;
+        let mut sink = Vec::new();
+        let _ = tokio::time::timeout(
+            WAIT,
+            tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut sink),
+        )
+        .await;
+        good.send("/queue/steady", &format!("{round}"), &[]).await;
+        let m = good.recv_message().await;
+        assert_eq!(body(&m), format!("{round}"));
+        good.ack(&m).await;
+    }
+    b.stop().await;
+}
