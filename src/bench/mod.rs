@@ -14,6 +14,7 @@ use crate::send::ConnectArgs;
 use amq_broker::client::{AckMode, OutgoingMessage};
 use amq_broker::failover::FailoverClient;
 use anyhow::{bail, Context};
+use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -76,6 +77,7 @@ fn parse_ack(s: &str) -> Result<AckMode, String> {
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()?
         .block_on(bench(args))
@@ -356,14 +358,16 @@ impl Load {
                 last_receipt.clone(),
             );
             producers.spawn(async move {
-                let mut pending = tokio::task::JoinSet::new();
+                // The sends run inside this task (no task per message), at
+                // most `in_flight` at a time.
+                let mut pending = FuturesUnordered::new();
                 let mut local = Vec::with_capacity(share as usize);
                 for n in 0..share {
                     if Instant::now() >= deadline {
                         break;
                     }
                     if pending.len() as u64 >= in_flight {
-                        if let Some(Ok(Ok(us))) = pending.join_next().await {
+                        if let Some(Ok(us)) = pending.next().await {
                             local.push(us);
                         }
                     }
@@ -372,17 +376,19 @@ impl Load {
                         .persistent(persistent)
                         .header(SEQ, format!("{p}-{n}"))
                         .header(TS, sent.duration_since(t0).as_micros().to_string());
-                    let c = client.clone();
-                    pending.spawn(async move {
-                        c.send_receipted(msg).await?;
-                        anyhow::Ok(sent.elapsed().as_micros() as u64)
+                    let c = &client;
+                    pending.push(async move {
+                        c.send_receipted(msg)
+                            .await
+                            .map(|()| sent.elapsed().as_micros() as u64)
                     });
                 }
-                while let Some(r) = pending.join_next().await {
-                    if let Ok(Ok(us)) = r {
+                while let Some(r) = pending.next().await {
+                    if let Ok(us) = r {
                         local.push(us);
                     }
                 }
+                drop(pending);
                 {
                     let mut last = last_receipt.lock().expect("lock");
                     *last = (*last).max(Some(Instant::now()));

@@ -3,22 +3,21 @@
 //! writing (queued frames in order, batched into few syscalls, our
 //! heart-beats when idle).
 
-use super::{ClientError, Connection, Delivery, Outgoing, ServerInfo, Shared, State};
-use super::{ConnectOptions, NEXT_CONNECTION_ID, SEND_QUEUE};
+use super::{ClientError, Connection, Delivery, HandleGuard, Outbox, ServerInfo, Shared, State};
+use super::{ConnectOptions, NEXT_CONNECTION_ID, SEND_HIGH_WATER};
 use crate::failover::{Endpoint, MASTER_HEADER};
 use crate::stomp::{Codec, Command, Frame, HeartBeat, Transmission, Version};
+use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use std::time::Instant;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{watch, Notify};
 use tokio_util::codec::{FramedRead, FramedWrite};
-
-/// Frames written before one flush at most.
-const WRITE_BATCH: usize = 128;
 
 /// A peer silent for this many of its promised heart-beat intervals is dead
 /// (STOMP leaves the tolerance to the implementation).
@@ -41,7 +40,7 @@ pub(super) async fn connect(
         })
 }
 
-fn lost(addr: &str, reason: impl Into<String>) -> ClientError {
+pub(super) fn lost(addr: &str, reason: impl Into<String>) -> ClientError {
     ClientError::ConnectionLost {
         addr: addr.to_owned(),
         reason: reason.into(),
@@ -166,7 +165,11 @@ async fn handshake(addr: &str, options: &ConnectOptions) -> Result<Connection, C
     let send_every = negotiate(cx, sy);
     let expect_every = negotiate(cy, sx);
     reader.decoder_mut().set_version(version);
-    writer.encoder_mut().set_version(version);
+    let mut codec = Codec::default();
+    codec.set_version(version);
+    // Everything up to CONNECTED is written and flushed; from here on the
+    // outbox writes straight to the socket.
+    let half = writer.into_inner();
 
     let (closed, _) = watch::channel(None);
     let shared = Arc::new(Shared {
@@ -183,14 +186,20 @@ async fn handshake(addr: &str, options: &ConnectOptions) -> Result<Connection, C
             subscriptions: HashMap::new(),
         }),
         closed,
+        outbox: Mutex::new(Outbox {
+            buf: BytesMut::with_capacity(64 * 1024),
+            codec,
+            half: Some(Arc::new(half)),
+            last_write: Instant::now(),
+        }),
+        wake_writer: Notify::new(),
+        drained: Notify::new(),
     });
-    let (out, rx) = mpsc::unbounded_channel();
     tokio::spawn(read_loop(shared.clone(), reader, expect_every));
-    tokio::spawn(write_loop(shared.clone(), writer, rx, send_every));
+    tokio::spawn(write_loop(shared.clone(), send_every));
     Ok(Connection {
+        _handle: Arc::new(HandleGuard(shared.clone())),
         shared,
-        out,
-        flow: Arc::new(Semaphore::new(SEND_QUEUE)),
         next: Arc::new(AtomicU64::new(1)),
     })
 }
@@ -298,47 +307,52 @@ async fn read_loop(
     }
 }
 
-async fn write_loop(
-    shared: Arc<Shared>,
-    mut writer: FramedWrite<OwnedWriteHalf, Codec>,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
-    send_every: Duration,
-) {
-    let mut closed = shared.closed.subscribe();
+/// Finishes writes the socket did not take at once, and sends heart-beats
+/// when nothing else was written for `send_every`.
+async fn write_loop(shared: Arc<Shared>, send_every: Duration) {
     loop {
-        let item = tokio::select! {
-            _ = closed.changed() => return,
-            item = rx.recv() => item,
-            _ = tokio::time::sleep(send_every), if !send_every.is_zero() => {
-                if let Err(e) = writer.send(HeartBeat).await {
-                    return shared.close(lost(&shared.addr, format!("writing a heart-beat: {e}")));
+        let last_write = shared.outbox.lock().expect("outbox lock").last_write;
+        let beat_due = (!send_every.is_zero()).then(|| last_write + send_every);
+        match beat_due {
+            Some(due) if Instant::now() >= due => {
+                let mut ob = shared.outbox.lock().expect("outbox lock");
+                if ob.half.is_none() {
+                    return;
                 }
-                continue;
+                let Outbox { buf, codec, .. } = &mut *ob;
+                let _ = tokio_util::codec::Encoder::encode(codec, HeartBeat, buf);
+                // Counts as a write even if it is still buffered.
+                ob.last_write = Instant::now();
             }
-        };
-        // Every handle is gone: nobody can use the connection any more.
-        let Some(Outgoing::Frame(frame, permit)) = item else {
-            return shared.close(ClientError::Closed);
-        };
-        let mut result = writer.feed(frame).await;
-        drop(permit);
-        for _ in 1..WRITE_BATCH {
-            if result.is_err() {
-                break;
-            }
-            match rx.try_recv() {
-                Ok(Outgoing::Frame(frame, permit)) => {
-                    result = writer.feed(frame).await;
-                    drop(permit);
+            Some(due) => {
+                tokio::select! {
+                    _ = shared.wake_writer.notified() => {}
+                    _ = tokio::time::sleep_until(due.into()) => continue,
                 }
-                Err(_) => break,
             }
+            None => shared.wake_writer.notified().await,
         }
-        if result.is_ok() {
-            result = SinkExt::<Frame>::flush(&mut writer).await;
-        }
-        if let Err(e) = result {
-            return shared.close(lost(&shared.addr, format!("write failed: {e}")));
+        loop {
+            let half = {
+                let mut ob = shared.outbox.lock().expect("outbox lock");
+                let Some(half) = ob.half.clone() else {
+                    return;
+                };
+                if let Err(e) = shared.write_now(&mut ob) {
+                    drop(ob);
+                    return shared.close(e);
+                }
+                if ob.buf.len() < SEND_HIGH_WATER {
+                    shared.drained.notify_waiters();
+                }
+                if ob.buf.is_empty() {
+                    break;
+                }
+                half
+            };
+            if let Err(e) = half.writable().await {
+                return shared.close(lost(&shared.addr, format!("write failed: {e}")));
+            }
         }
     }
 }

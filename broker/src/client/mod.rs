@@ -22,8 +22,10 @@
 mod io;
 
 use crate::failover::Endpoint;
+use crate::stomp::Codec;
 use crate::stomp::{Command, Frame, Version};
 use bytes::Bytes;
+use bytes::BytesMut;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
@@ -32,11 +34,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use std::time::Instant;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
-/// Frames sent without a receipt that may wait in the outgoing queue; more
-/// make `send` wait, so a fast producer cannot grow memory without bound.
-const SEND_QUEUE: usize = 512;
+/// Bytes that may wait in the outgoing buffer before `send` (without a
+/// receipt) waits for the socket, so a fast producer cannot grow memory
+/// without bound.
+const SEND_HIGH_WATER: usize = 256 * 1024;
 
 /// Capacity of a subscription's delivery channel. The broker's prefetch
 /// bounds what is in flight; if the application does not keep up, reading
@@ -254,6 +259,17 @@ struct State {
     subscriptions: HashMap<String, mpsc::Sender<Delivery>>,
 }
 
+/// Encoded frames not yet written, and the socket they go to. A caller
+/// writes its frame straight to the socket when it can (no task hop on the
+/// way out); whatever the socket does not take, the writer task finishes.
+struct Outbox {
+    buf: BytesMut,
+    codec: Codec,
+    /// `None` once closed, which closes our side of the socket.
+    half: Option<Arc<OwnedWriteHalf>>,
+    last_write: Instant,
+}
+
 /// State shared by the handle and the I/O tasks.
 struct Shared {
     id: u64,
@@ -261,6 +277,11 @@ struct Shared {
     info: ServerInfo,
     state: Mutex<State>,
     closed: watch::Sender<Option<ClientError>>,
+    outbox: Mutex<Outbox>,
+    /// Wakes the writer task: bytes are left over, or the handles are gone.
+    wake_writer: Notify,
+    /// The outgoing buffer fell below the high-water mark.
+    drained: Notify,
 }
 
 impl Shared {
@@ -285,6 +306,9 @@ impl Shared {
                 std::mem::take(&mut st.subscriptions),
             )
         };
+        self.outbox.lock().expect("outbox lock").half = None;
+        self.drained.notify_waiters();
+        self.wake_writer.notify_one();
         for (_, tx) in receipts {
             let _ = tx.send(Err(reason.clone()));
         }
@@ -293,10 +317,54 @@ impl Shared {
     fn closed_reason(&self) -> Option<ClientError> {
         self.closed.borrow().clone()
     }
-}
 
-enum Outgoing {
-    Frame(Frame, Option<OwnedSemaphorePermit>),
+    /// Encodes `frame` into the outbox and writes what the socket takes now.
+    /// With `limit`, refuses (returns `Ok(false)`) while the outbox holds
+    /// more than that.
+    fn push(&self, frame: &Frame, limit: Option<usize>) -> Result<bool, ClientError> {
+        let mut ob = self.outbox.lock().expect("outbox lock");
+        if ob.half.is_none() {
+            return Err(self.closed_reason().unwrap_or(ClientError::Closed));
+        }
+        if limit.is_some_and(|l| ob.buf.len() >= l) {
+            return Ok(false);
+        }
+        let Outbox { buf, codec, .. } = &mut *ob;
+        tokio_util::codec::Encoder::encode(codec, frame, buf).map_err(|e| {
+            ClientError::Protocol {
+                addr: self.addr.clone(),
+                reason: format!("cannot encode {}: {e}", frame.command),
+            }
+        })?;
+        if let Err(e) = self.write_now(&mut ob) {
+            drop(ob);
+            self.close(e.clone());
+            return Err(e);
+        }
+        if !ob.buf.is_empty() {
+            self.wake_writer.notify_one();
+        }
+        Ok(true)
+    }
+
+    /// Writes as much of the outbox as the socket takes without blocking.
+    fn write_now(&self, ob: &mut Outbox) -> Result<(), ClientError> {
+        let Some(half) = ob.half.clone() else {
+            return Ok(());
+        };
+        while !ob.buf.is_empty() {
+            match half.try_write(&ob.buf) {
+                Ok(0) => return Err(io::lost(&self.addr, "write returned 0")),
+                Ok(n) => {
+                    bytes::Buf::advance(&mut ob.buf, n);
+                    ob.last_write = Instant::now();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(io::lost(&self.addr, format!("write failed: {e}"))),
+            }
+        }
+        Ok(())
+    }
 }
 
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
@@ -307,9 +375,17 @@ static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 #[derive(Clone)]
 pub struct Connection {
     shared: Arc<Shared>,
-    out: mpsc::UnboundedSender<Outgoing>,
-    flow: Arc<Semaphore>,
+    /// Closes the connection when the last handle is dropped.
+    _handle: Arc<HandleGuard>,
     next: Arc<AtomicU64>,
+}
+
+struct HandleGuard(Arc<Shared>);
+
+impl Drop for HandleGuard {
+    fn drop(&mut self) {
+        self.0.close(ClientError::Closed);
+    }
 }
 
 impl fmt::Debug for Connection {
@@ -375,23 +451,22 @@ impl Connection {
         }
     }
 
-    /// Queues a frame without a receipt; waits only when many such frames
-    /// are already queued.
+    /// Sends a frame without a receipt; waits only while much is still
+    /// unwritten (the broker or the network is slower than the producer).
     pub async fn send_frame(&self, frame: Frame) -> Result<(), ClientError> {
-        self.check_open()?;
-        let permit = self
-            .flow
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| ClientError::Closed)?;
-        self.enqueue(Outgoing::Frame(frame, Some(permit)))
+        loop {
+            let drained = self.shared.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.shared.push(&frame, Some(SEND_HIGH_WATER))? {
+                return Ok(());
+            }
+            drained.await;
+        }
     }
 
-    fn enqueue(&self, item: Outgoing) -> Result<(), ClientError> {
-        self.out
-            .send(item)
-            .map_err(|_| self.shared.closed_reason().unwrap_or(ClientError::Closed))
+    fn enqueue(&self, frame: Frame) -> Result<(), ClientError> {
+        self.shared.push(&frame, None).map(|_| ())
     }
 
     /// Queues `frame` with a `receipt` header (its own, if it has one) and
@@ -414,9 +489,17 @@ impl Connection {
             if let Some(reason) = self.shared.closed_reason() {
                 return Err(reason);
             }
-            st.receipts.insert(id, tx);
+            st.receipts.insert(id.clone(), tx);
         }
-        self.enqueue(Outgoing::Frame(frame, None))?;
+        if let Err(e) = self.enqueue(frame) {
+            self.shared
+                .state
+                .lock()
+                .expect("client state lock")
+                .receipts
+                .remove(&id);
+            return Err(e);
+        }
         Ok(Receipt {
             rx,
             addr: self.shared.addr.clone(),
@@ -532,10 +615,7 @@ impl Connection {
     pub fn ack(&self, msg: &Delivery) -> Result<(), ClientError> {
         self.check_owner(msg)?;
         self.check_open()?;
-        self.enqueue(Outgoing::Frame(
-            self.ack_frame(Command::Ack, msg, None),
-            None,
-        ))
+        self.enqueue(self.ack_frame(Command::Ack, msg, None))
     }
 
     /// ACK inside a transaction.
@@ -543,7 +623,7 @@ impl Connection {
         self.check_owner(msg)?;
         self.check_open()?;
         let f = self.ack_frame(Command::Ack, msg, Some(transaction));
-        self.enqueue(Outgoing::Frame(f, None))
+        self.enqueue(f)
     }
 
     /// NACK: the broker redelivers the message (or dead-letters it).
@@ -556,10 +636,7 @@ impl Connection {
             });
         }
         self.check_open()?;
-        self.enqueue(Outgoing::Frame(
-            self.ack_frame(Command::Nack, msg, None),
-            None,
-        ))
+        self.enqueue(self.ack_frame(Command::Nack, msg, None))
     }
 
     /// BEGIN a transaction (receipted).

@@ -89,7 +89,7 @@ pub fn reconnects_after_drop(options: &FailoverOptions) -> bool {
 /// failure and every `warnAfterReconnectAttempts`-th).
 pub fn warn_now(options: &FailoverOptions, failed_passes: u32) -> bool {
     let every = options.warn_after_reconnect_attempts;
-    every > 0 && (failed_passes == 1 || failed_passes % every as u32 == 0)
+    every > 0 && (failed_passes == 1 || failed_passes.is_multiple_of(every as u32))
 }
 
 /// The order of one pass: the members (shuffled if `randomize`), with the

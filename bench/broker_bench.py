@@ -1,0 +1,299 @@
+#!/usr/bin/python3
+"""The same STOMP load against amq-broker and Debian's ActiveMQ 5.17, one
+after the other in one run; prints both figures and their ratio.
+
+Both brokers run the same activemq.xml (kahaDB store, one STOMP connector on
+a free 127.0.0.1 port). For each broker:
+  * start-up time (fork/exec -> STOMP CONNECTED, polled every 2 ms) and idle
+    RSS 1 s later, over --starts fresh starts;
+  * the load matrix with `amqctl bench` (Rust): persistent and non-persistent,
+    1+1 and 8+8 clients, --size byte bodies, every SEND receipted, median of
+    --reps runs of --count messages (each run bounded by --max-time);
+  * an independent check with stomp.py (bench/stomp_check.py), 1+1.
+Then the same matrix against `amqctl bench --sink` (a STOMP endpoint that
+receipts and forwards at once): the load tool's own ceiling.
+
+Loopback only; every process is started here and stopped by PID (SIGTERM,
+then SIGKILL after 20 s), also on errors and Ctrl-C.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ACTIVEMQ_JAR = "/usr/share/activemq/bin/activemq.jar"
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+XML = """<beans xmlns="http://www.springframework.org/schema/beans"
+  xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
+  xsi:schemaLocation="http://www.springframework.org/schema/beans http://www.springframework.org/schema/beans/spring-beans.xsd
+  http://activemq.apache.org/schema/core http://activemq.apache.org/schema/core/activemq-core.xsd">
+  <bean class="org.springframework.beans.factory.config.PropertyPlaceholderConfigurer"/>
+  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="bench" useJmx="false"
+          dataDirectory="${{activemq.data}}" schedulerSupport="false">
+    <persistenceAdapter><kahaDB directory="{data}/kahadb"/></persistenceAdapter>
+    <transportConnectors>
+      <transportConnector name="stomp" uri="stomp://127.0.0.1:{port}?maximumConnections=1000"/>
+    </transportConnectors>
+  </broker>
+</beans>
+"""
+
+LOG4J = """log4j.rootLogger=WARN, logfile
+log4j.appender.logfile=org.apache.log4j.FileAppender
+log4j.appender.logfile.File={data}/activemq.log
+log4j.appender.logfile.layout=org.apache.log4j.PatternLayout
+log4j.appender.logfile.layout.ConversionPattern=%d | %-5p | %m | %c%n
+"""
+
+RUNNING = []  # brokers to stop on the way out
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stomp_ready(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"CONNECT\naccept-version:1.2\nhost:localhost\n\n\0")
+            s.settimeout(2)
+            return s.recv(16).startswith(b"CONNECTED")
+    except OSError:
+        return False
+
+
+class Broker:
+    def __init__(self, kind, root, bin_dir, heap):
+        self.kind, self.root, self.bin_dir, self.heap = kind, root, bin_dir, heap
+        self.proc = None
+
+    def command(self, d):
+        conf, data = os.path.join(d, "conf"), os.path.join(d, "data")
+        if self.kind == "amq-broker":
+            return [os.path.join(self.bin_dir, "amq-broker"), "--config", os.path.join(conf, "activemq.xml"),
+                    "-Dactivemq.data=" + data]
+        return ["java", "-Xms" + self.heap, "-Xmx" + self.heap, "-Dorg.apache.activemq.UseDedicatedTaskRunner=true",
+                "--add-opens", "java.base/java.lang=ALL-UNNAMED", "--add-opens", "java.base/java.util=ALL-UNNAMED",
+                "--add-opens", "java.base/java.net=ALL-UNNAMED",
+                "-Djava.io.tmpdir=" + os.path.join(d, "tmp"), "-Dactivemq.classpath=" + conf,
+                "-Dactivemq.home=/usr/share/activemq", "-Dactivemq.base=" + d, "-Dactivemq.conf=" + conf,
+                "-Dactivemq.data=" + data, "-Dlog4j.configuration=file:" + os.path.join(conf, "log4j.properties"),
+                "-jar", ACTIVEMQ_JAR, "start", "xbean:file:" + os.path.join(conf, "activemq.xml")]
+
+    def start(self):
+        """Fresh directory and port; returns ms from exec to STOMP CONNECTED."""
+        d = tempfile.mkdtemp(prefix=self.kind + ".", dir=self.root)
+        for sub in ("conf", "data", "tmp"):
+            os.makedirs(os.path.join(d, sub))
+        self.port = free_port()
+        data = os.path.join(d, "data")
+        with open(os.path.join(d, "conf", "activemq.xml"), "w") as f:
+            f.write(XML.format(data=data, port=self.port))
+        with open(os.path.join(d, "conf", "log4j.properties"), "w") as f:
+            f.write(LOG4J.format(data=data))
+        log = open(os.path.join(d, "broker.out"), "w")
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(self.command(d), cwd=d, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        RUNNING.append(self)
+        self.dir = d
+        while not stomp_ready(self.port):
+            if self.proc.poll() is not None:
+                sys.exit("%s exited during start-up; see %s/broker.out" % (self.kind, d))
+            if time.monotonic() - t0 > 90:
+                sys.exit("%s not ready after 90 s; see %s" % (self.kind, d))
+            time.sleep(0.002)
+        return (time.monotonic() - t0) * 1000
+
+    def rss_kb(self):
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        RUNNING.remove(self)
+        self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def url(self):
+        return "stomp://127.0.0.1:%d" % self.port
+
+
+def amqctl_bench(amqctl, target, persistent, producers, consumers, args):
+    cmd = [amqctl, "bench"] + (["--sink"] if target is None else [target])
+    cmd += ["-n", str(args.count), "-p", str(producers), "-c", str(consumers), "--size", str(args.size),
+            "--in-flight", str(args.in_flight), "--max-time", str(args.max_time), "--json"]
+    if persistent:
+        cmd.append("--persistent")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.max_time * 3 + 60)
+    if out.returncode != 0:
+        sys.exit("amqctl bench failed (%s): %s" % (" ".join(cmd), out.stderr.strip()[-2000:]))
+    return json.loads(out.stdout)
+
+
+def stomp_py(port, persistent, args):
+    cmd = ["/usr/bin/python3", os.path.join(HERE, "stomp_check.py"), "--port", str(port), "-n",
+           str(args.stomp_py_count), "--size", str(args.size), "--persistent", "true" if persistent else "false"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    line = [l for l in out.stdout.splitlines() if l.startswith("RESULT ")]
+    if out.returncode != 0 or not line:
+        return {"error": out.stderr.strip()[-500:]}
+    return json.loads(line[0][len("RESULT "):])
+
+
+MATRIX = [(True, 1, 1), (True, 8, 8), (False, 1, 1), (False, 8, 8)]
+
+
+def row_name(persistent, p, c):
+    return "%s %d+%d" % ("persistent" if persistent else "non-persistent", p, c)
+
+
+def median_report(reports):
+    keys = ("throughput", "produce_rate")
+    out = {k: statistics.median(r[k] for r in reports) for k in keys}
+    out["p50"] = statistics.median(r["receipt_latency"]["p50_ms"] for r in reports)
+    out["p99"] = statistics.median(r["receipt_latency"]["p99_ms"] for r in reports)
+    out["lost"] = sum(r["lost"] for r in reports)
+    out["dups"] = sum(r["duplicates"] for r in reports)
+    out["runs"] = [round(r["throughput"]) for r in reports]
+    return out
+
+
+def measure(kind, args, root):
+    b = Broker(kind, root, args.bin_dir, args.heap)
+    starts, rss = [], []
+    for _ in range(args.starts):
+        starts.append(b.start())
+        time.sleep(1)
+        rss.append(b.rss_kb())
+        b.stop()
+    print("  %s: start-up %s ms, idle RSS %s MiB" % (kind, [round(s, 1) for s in starts],
+                                                   [round(r / 1024, 1) for r in rss]), flush=True)
+    b.start()
+    rows = {}
+    for persistent, p, c in MATRIX:
+        reports = [amqctl_bench(args.amqctl, b.url(), persistent, p, c, args) for _ in range(args.reps)]
+        rows[row_name(persistent, p, c)] = median_report(reports)
+        print("  %s %-20s %s msg/s" % (kind, row_name(persistent, p, c), rows[row_name(persistent, p, c)]["runs"]),
+              flush=True)
+    checks = {("persistent" if pers else "non-persistent"): stomp_py(b.port, pers, args) for pers in (True, False)}
+    rss_after = b.rss_kb()
+    b.stop()
+    return {"startup_ms": statistics.median(starts), "startups_ms": starts,
+            "idle_rss_kb": statistics.median(rss), "rss_after_load_kb": rss_after, "rows": rows, "stomp_py": checks}
+
+
+def fmt_lat(r):
+    return "%.2f / %.2f" % (r["p50"], r["p99"])
+
+
+def report(results, args):
+    """The table: one column per broker, the ratio amq-broker / ActiveMQ."""
+    kinds = [k for k in ("amq-broker", "activemq") if k in results]
+    title = {"amq-broker": "amq-broker", "activemq": "ActiveMQ 5.17"}
+    both = len(kinds) == 2
+
+    def ratio(x, y):
+        return "%8.2fx" % (x / y) if both and y else ""
+
+    print()
+    print("STOMP, %d B bodies, %d msgs per run, median of %d; every SEND receipted, %d in flight per producer; "
+          "consumers ACK each message" % (args.size, args.count, args.reps, args.in_flight))
+    print("load average before/after: %.2f / %.2f (2 cores)" % tuple(results["loadavg"]))
+    print()
+    print("%-32s" % "" + "".join("%16s" % title[k] for k in kinds) + "%10s %14s" % ("ratio" if both else "",
+                                                                                  "sink (tool)"))
+    sink = results["sink"]["rows"]
+    for name in results[kinds[0]]["rows"]:
+        rows = [results[k]["rows"][name] for k in kinds]
+        print("%-32s" % (name + " msg/s") + "".join("%16.0f" % r["throughput"] for r in rows)
+              + "%10s %14.0f" % (ratio(rows[0]["throughput"], rows[-1]["throughput"]), sink[name]["throughput"]))
+        print("%-32s" % "  receipt latency p50 / p99 ms" + "".join("%16s" % fmt_lat(r) for r in rows)
+              + "%10s %14s" % ("", fmt_lat(sink[name])))
+        if any(r["lost"] for r in rows):
+            print("%-32s" % "  LOST" + "".join("%16d" % r["lost"] for r in rows))
+    figures = [("start-up to STOMP CONNECTED ms", lambda r: r["startup_ms"]),
+               ("idle RSS MiB", lambda r: r["idle_rss_kb"] / 1024),
+               ("RSS after the load MiB", lambda r: r["rss_after_load_kb"] / 1024)]
+    for label, get in figures:
+        vals = [get(results[k]) for k in kinds]
+        print("%-32s" % label + "".join("%16.1f" % v for v in vals) + "%10s" % ratio(vals[0], vals[-1]))
+    for pers in ("persistent", "non-persistent"):
+        checks = [results[k]["stomp_py"][pers] for k in kinds]
+        if any("error" in c for c in checks):
+            print("stomp.py %s: %s" % (pers, [c.get("error") for c in checks]))
+            continue
+        vals = [c["produce_rate"] for c in checks]
+        print("%-32s" % ("stomp.py 1+1 %s msg/s" % pers) + "".join("%16.0f" % v for v in vals)
+              + "%10s" % ratio(vals[0], vals[-1]))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--amqctl", required=True)
+    ap.add_argument("--bin-dir", required=True, help="directory with the release amq-broker")
+    ap.add_argument("--count", type=int, default=20000, help="messages per run")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--starts", type=int, default=3)
+    ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--in-flight", type=int, default=1, help="receipted sends in flight per producer")
+    ap.add_argument("--max-time", type=float, default=60.0, help="bound on each run, seconds")
+    ap.add_argument("--stomp-py-count", type=int, default=5000)
+    ap.add_argument("--heap", default="512M", help="ActiveMQ -Xms/-Xmx (Debian's default)")
+    ap.add_argument("--out", help="write all figures as JSON here")
+    ap.add_argument("--brokers", default="amq-broker,activemq", help="which to measure (comma-separated)")
+    args = ap.parse_args()
+    if not 0 < args.count <= 1_000_000:
+        sys.exit("--count must be in 1..1000000")
+
+    load0 = os.getloadavg()[0]
+    root = tempfile.mkdtemp(prefix="amqctl-bench.")
+    results = {}
+    try:
+        for kind in args.brokers.split(","):
+            print("measuring %s ..." % kind, flush=True)
+            results[kind] = measure(kind, args, root)
+        print("measuring the load tool against its sink ...", flush=True)
+        results["sink"] = {"rows": {row_name(*m): median_report(
+            [amqctl_bench(args.amqctl, None, *m, args) for _ in range(args.reps)]) for m in MATRIX}}
+    finally:
+        for b in list(RUNNING):
+            b.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    results["params"] = {k: v for k, v in vars(args).items() if k not in ("amqctl", "bin_dir", "out")}
+    results["loadavg"] = [load0, os.getloadavg()[0]]
+
+    report(results, args)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=2)
+        print("\nall figures: %s" % args.out)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        for b in list(RUNNING):
+            b.stop()
+        sys.exit(130)
