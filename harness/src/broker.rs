@@ -36,6 +36,10 @@ pub struct BrokerOptions {
     pub env: Vec<(String, String)>,
     /// How long [`BrokerProcess::start`] waits for the ports.
     pub start_timeout: Duration,
+    /// Fixed ports (pick them with [`crate::free_ports`] when brokers must
+    /// know each other's addresses before they start); free ones if `None`.
+    pub stomp_port: Option<u16>,
+    pub status_port: Option<u16>,
 }
 
 impl BrokerOptions {
@@ -48,6 +52,8 @@ impl BrokerOptions {
             binary: None,
             env: Vec::new(),
             start_timeout: Duration::from_secs(20),
+            stomp_port: None,
+            status_port: None,
         }
     }
 
@@ -108,9 +114,9 @@ impl BrokerProcess {
         let dir = tempfile::Builder::new().prefix("amq-broker-").tempdir()?;
         let ports = free_ports(2);
         let mut b = BrokerProcess {
+            stomp_port: opts.stomp_port.unwrap_or(ports[0]),
+            status_port: opts.status_port.unwrap_or(ports[1]),
             opts,
-            stomp_port: ports[0],
-            status_port: ports[1],
             guard: None,
             dir,
         };
