@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::cli::Exit;
 use crate::diag::Diagnostic;
 use crate::render::{render, FileKind, Launch, RenderedFile, RenderedPlan, ServiceKind};
-use crate::topology::{Connection, NetworkKind, ServiceManager, Store, Topology};
+use crate::topology::{Connection, KnownHostsPolicy, NetworkKind, ServiceManager, Store, Topology};
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
@@ -315,8 +315,16 @@ pub fn render_text(topo: &Topology, plan: &RenderedPlan, out: Option<&Path>) -> 
         let how = match (&host.connection, host.service_manager) {
             (Connection::Local, m) => format!("local, {}", manager(m)),
             (Connection::Ssh(ssh), m) => {
+                let key = ssh
+                    .identity_file
+                    .as_ref()
+                    .map_or_else(|| "agent".to_string(), |k| k.display().to_string());
+                let known = match ssh.known_hosts {
+                    KnownHostsPolicy::Strict => "strict",
+                    KnownHostsPolicy::AcceptNew => "accept-new",
+                };
                 format!(
-                    "ssh {}@{}:{}, {}",
+                    "ssh {}@{}:{} (key {key}, known_hosts {known}), {}",
                     ssh.user,
                     h.address,
                     ssh.port,
@@ -425,6 +433,23 @@ pub fn render_text(topo: &Topology, plan: &RenderedPlan, out: Option<&Path>) -> 
             Store::Standalone => "kahaDB of its own, no failover".to_string(),
         };
         let _ = writeln!(o, "      {detail}");
+        let rows: Vec<Vec<String>> = g
+            .brokers
+            .iter()
+            .map(|b| {
+                let mut r = vec![
+                    b.name.clone(),
+                    format!("brokerName {}", g.broker_name(b)),
+                    format!("advertised as {}", b.hostname),
+                ];
+                if matches!(g.store, Store::Replicated(_)) {
+                    r.push(format!("weight {}", b.weight));
+                }
+                r.push(format!("data {}", b.data_dir.display()));
+                r
+            })
+            .collect();
+        o.push_str(&columns(&rows, 6));
     }
 
     if !topo.networks.is_empty() {
