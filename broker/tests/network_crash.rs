@@ -4,64 +4,11 @@
 
 mod network_support;
 
-use amq_broker::client::{AckMode, ConnectOptions};
-use amq_broker::failover::FailoverClient;
+use amq_broker::client::AckMode;
 use network_support::*;
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const N: usize = 3000;
-
-type Got = Arc<Mutex<BTreeMap<String, usize>>>;
-
-/// Consumes `/queue/stream` through a failover URL until `want` distinct
-/// bodies arrived or nothing came for 5 s (a restart and the bridge's
-/// reconnect take well under that).
-fn spawn_consumer(
-    url: String,
-    want: usize,
-) -> (Got, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
-    let got: Got = Arc::default();
-    let count = Arc::new(AtomicUsize::new(0));
-    let (g, c) = (got.clone(), count.clone());
-    let task = tokio::spawn(async move {
-        let client = FailoverClient::connect(&url, ConnectOptions::default())
-            .await
-            .expect("consumer connects");
-        let mut sub = client
-            .subscribe("/queue/stream", AckMode::ClientIndividual, &[])
-            .await
-            .expect("subscribe");
-        loop {
-            if g.lock().unwrap().len() >= want {
-                break;
-            }
-            match tokio::time::timeout(Duration::from_secs(5), sub.recv()).await {
-                Ok(Some(d)) => {
-                    let body = String::from_utf8_lossy(d.body()).into_owned();
-                    *g.lock().unwrap().entry(body).or_default() += 1;
-                    c.fetch_add(1, Ordering::Relaxed);
-                    let _ = client.ack(&d);
-                }
-                _ => break,
-            }
-        }
-        client.close().await;
-    });
-    (got, count, task)
-}
-
-async fn wait_count(count: &AtomicUsize, n: usize) {
-    for _ in 0..400 {
-        if count.load(Ordering::Relaxed) >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the consumer did not reach {n} messages");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn receiver_killed_mid_stream_loses_nothing() {
@@ -71,7 +18,7 @@ async fn receiver_killed_mid_stream_loses_nothing() {
         "failover:(stomp://{})?initialReconnectDelay=50&maxReconnectDelay=200",
         b2.stomp_addr()
     );
-    let (got, count, consumer) = spawn_consumer(url, N);
+    let (got, count, consumer) = spawn_consumer(url, "/queue/stream", N);
     wait_demand(&b1, 1);
     let sent = produce(b1.stomp_addr(), "/queue/stream", &bodies("s", N)).await;
     assert_eq!(sent.len(), N);
@@ -124,7 +71,8 @@ async fn receiver_killed_mid_stream_loses_nothing() {
 async fn sender_killed_mid_stream_loses_nothing_and_duplicates_are_dropped() {
     let b2 = start("b2", "");
     let mut b1 = start("b1", &static_to(&b2, ""));
-    let (got, count, consumer) = spawn_consumer(format!("stomp://{}", b2.stomp_addr()), N);
+    let (got, count, consumer) =
+        spawn_consumer(format!("stomp://{}", b2.stomp_addr()), "/queue/stream", N);
     wait_demand(&b1, 1);
     let addr = b1.stomp_addr();
     let producer =

@@ -4,10 +4,13 @@
 #![allow(dead_code)]
 
 use amq_broker::client::{AckMode, ConnectOptions, Connection, OutgoingMessage};
+use amq_broker::failover::FailoverClient;
 use amq_harness::broker::{BrokerOptions, BrokerProcess};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Brokers with journals in their temp dirs.
@@ -169,4 +172,54 @@ pub async fn subscribe(
 
 pub fn duplicates(got: &BTreeMap<String, usize>) -> usize {
     got.values().map(|n| n - 1).sum()
+}
+
+pub type Got = Arc<Mutex<BTreeMap<String, usize>>>;
+
+/// Consumes `destination` through a failover URL until `want` distinct
+/// bodies arrived or nothing came for 5 s (a restart and the bridge's
+/// reconnect take well under that).
+pub fn spawn_consumer(
+    url: String,
+    destination: &str,
+    want: usize,
+) -> (Got, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let got: Got = Arc::default();
+    let count = Arc::new(AtomicUsize::new(0));
+    let (g, c, destination) = (got.clone(), count.clone(), destination.to_owned());
+    let task = tokio::spawn(async move {
+        let client = FailoverClient::connect(&url, ConnectOptions::default())
+            .await
+            .expect("consumer connects");
+        let mut sub = client
+            .subscribe(&destination, AckMode::ClientIndividual, &[])
+            .await
+            .expect("subscribe");
+        loop {
+            if g.lock().unwrap().len() >= want {
+                break;
+            }
+            match tokio::time::timeout(Duration::from_secs(5), sub.recv()).await {
+                Ok(Some(d)) => {
+                    let body = String::from_utf8_lossy(d.body()).into_owned();
+                    *g.lock().unwrap().entry(body).or_default() += 1;
+                    c.fetch_add(1, Ordering::Relaxed);
+                    let _ = client.ack(&d);
+                }
+                _ => break,
+            }
+        }
+        client.close().await;
+    });
+    (got, count, task)
+}
+
+pub async fn wait_count(count: &AtomicUsize, n: usize) {
+    for _ in 0..400 {
+        if count.load(Ordering::Relaxed) >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the consumer did not reach {n} messages");
 }
