@@ -271,7 +271,12 @@ impl Local {
         };
         match &self.role {
             Role::Master { epoch } => {
-                if current != *epoch || elected.is_some_and(|e| e.node_id != self.node_id) {
+                if current < *epoch {
+                    // A view from before this node's own claim: wait for a
+                    // newer one.
+                    return None;
+                }
+                if current > *epoch || elected.is_some_and(|e| e.node_id != self.node_id) {
                     return Some(Step::Demote {
                         min_epoch: current.max(*epoch + 1),
                     });
@@ -645,6 +650,9 @@ mod tests {
         let v = view(Some((3, "b")), vec![]);
         assert_eq!(m.react(&v), Some(Step::Demote { min_epoch: 3 }));
         assert_eq!(m.lost_session(), Some(Step::Demote { min_epoch: 3 }));
+        // A view from before its own claim is no reason to step down.
+        assert_eq!(m.react(&view(Some((1, "m")), vec![])), None);
+        assert_eq!(m.react(&view(None, vec![])), None);
     }
 
     #[test]

@@ -324,7 +324,9 @@ impl Driver {
                 let Some(step) = self.local.react(&view.view) else {
                     break;
                 };
-                if !self.execute(step, Some(&view)).await {
+                let claim = matches!(step, Step::Claim { .. });
+                // After a claim this view is outdated: wait for the next.
+                if !self.execute(step, Some(&view)).await || claim {
                     break;
                 }
             }

@@ -143,8 +143,9 @@ impl Group {
         });
         assert!(
             ok,
-            "no single serving master within {timeout:?}: {}",
-            self.describe()
+            "no single serving master within {timeout:?}: {}\n{}",
+            self.describe(),
+            self.logs()
         );
         found.unwrap()
     }
