@@ -9,8 +9,12 @@ use amqctl::Topology;
 use proptest::prelude::*;
 
 fn env(name: &str) -> Option<String> {
-    name.starts_with("AMQCTL_")
-        .then(|| "prop-secret".to_string())
+    match name {
+        "HOME" => Some("/home/prop".to_string()),
+        _ => name
+            .starts_with("AMQCTL_")
+            .then(|| "prop-secret".to_string()),
+    }
 }
 
 fn inventories() -> Vec<(String, String)> {
