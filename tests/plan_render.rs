@@ -76,6 +76,12 @@ fn snapshot_of_every_rendered_file_and_the_plan() {
             format!("{stem}__plan.txt"),
             amqctl::plan::render_text(&topo, &plan, None)
         );
+        // The JSON document is an interface for scripts: changes show here.
+        let json = amqctl::plan::render_json(&topo, &plan, &[], None);
+        insta::assert_snapshot!(
+            format!("{stem}__plan.json"),
+            serde_json::to_string_pretty(&json).unwrap()
+        );
     }
 }
 
