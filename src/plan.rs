@@ -23,7 +23,8 @@ use crate::topology::{Connection, KnownHostsPolicy, NetworkKind, ServiceManager,
 pub struct PlanArgs {
     /// The inventory file (TOML).
     pub inventory: PathBuf,
-    /// Write every rendered file to DIR/<host>/<service>/... (secrets mode 0600).
+    /// Also write every rendered file under DIR, one directory per host and service
+    /// (files holding secrets get mode 0600).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Output format.
