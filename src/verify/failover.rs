@@ -581,23 +581,18 @@ impl Watch<'_, '_> {
     fn check_prediction(&self, row: &mut KillRow) {
         let predicted = effects(self.c.topo, &[row.killed.as_str()]);
         for e in &predicted {
-            match e {
-                Effect::Failover { group, .. } if *group == self.group.name => {
-                    if row.new_master.is_none() {
-                        row.problems
-                            .push(format!("predicted \"{e}\", but no broker took over"));
-                    }
+            let problem = match (e, &row.new_master) {
+                (Effect::Failover { group, .. }, None) if *group == self.group.name => {
+                    Some(format!("predicted \"{e}\", but no broker took over"))
                 }
-                Effect::GroupUnavailable { group, .. }
+                (Effect::GroupUnavailable { group, .. }, Some(m))
                     if *group == self.group.name && self.members.len() > 1 =>
                 {
-                    if let Some(m) = &row.new_master {
-                        row.problems
-                            .push(format!("predicted \"{e}\", but {m} took over"));
-                    }
+                    Some(format!("predicted \"{e}\", but {m} took over"))
                 }
-                _ => {}
-            }
+                _ => None,
+            };
+            row.problems.extend(problem);
         }
     }
 }
