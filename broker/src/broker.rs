@@ -202,6 +202,8 @@ pub struct SubscribeOptions {
     /// decreaseNetworkConsumerPriority, so local consumers win.
     pub priority: i32,
     pub network: Option<NetworkTarget>,
+    /// A JMS selector: only matching messages are delivered.
+    pub selector: Option<Arc<crate::selector::Selector>>,
 }
 
 /// The far end of a network demand subscription.
@@ -365,9 +367,20 @@ struct Subscription {
     pending: VecDeque<Entry>,
     priority: i32,
     network: Option<NetworkTarget>,
+    selector: Option<Arc<crate::selector::Selector>>,
 }
 
 impl Subscription {
+    /// Whether this subscription takes `m`: its selector matches and, for a
+    /// network demand, the bridge filter lets it through.
+    fn wants(&self, m: &Message, may_replay: bool) -> bool {
+        self.selector.as_ref().is_none_or(|s| s.matches(m))
+            && self
+                .network
+                .as_ref()
+                .is_none_or(|t| t.accepts(m, may_replay))
+    }
+
     fn has_credit(&self) -> bool {
         self.in_flight.len() < self.prefetch
     }
@@ -693,6 +706,7 @@ impl Broker {
                 pending: VecDeque::new(),
                 priority: options.priority,
                 network: options.network.clone(),
+                selector: options.selector.clone(),
             },
         );
         let State {
@@ -923,11 +937,7 @@ impl Broker {
                     if let Some(sub) = st.subs.get_mut(sid) {
                         // Topic messages never replay: the conduit already
                         // reached every subscriber once.
-                        if sub
-                            .network
-                            .as_ref()
-                            .is_none_or(|n| n.accepts(entry.message(), false))
-                        {
+                        if sub.wants(entry.message(), false) {
                             sub.pending.push_back(entry.clone());
                         }
                     }
@@ -1345,11 +1355,7 @@ fn choose_consumer(
                 continue;
             }
             credit = true;
-            if sub
-                .network
-                .as_ref()
-                .is_none_or(|t| t.accepts(entry.message(), may_replay))
-            {
+            if sub.wants(entry.message(), may_replay) {
                 q.next_consumer = (i - start + 1) % len;
                 return Choice::Consumer(i);
             }

@@ -395,11 +395,12 @@ impl Handler {
                         )))
                     }
                 };
-                if f.header("selector").is_some() {
-                    return Err(ProtocolError::new(
-                        "message selectors are not supported by amq-broker",
-                    ));
-                }
+                let selector = f
+                    .header("selector")
+                    .map(crate::selector::Selector::parse)
+                    .transpose()
+                    .map_err(|e| ProtocolError::new(e.to_string()))?
+                    .map(Arc::new);
                 let prefetch = match f.header("activemq.prefetchSize") {
                     None => DEFAULT_PREFETCH,
                     Some(p) => p
@@ -411,7 +412,9 @@ impl Handler {
                         })?,
                 };
                 // activemq.priority, and a duplex network bridge's demand.
-                let options = crate::network::subscribe_options(&f).map_err(ProtocolError::new)?;
+                let mut options =
+                    crate::network::subscribe_options(&f).map_err(ProtocolError::new)?;
+                options.selector = selector;
                 self.broker
                     .subscribe_with(self.conn, &id, destination, ack, prefetch, options)?
             }

@@ -14,6 +14,7 @@ pub mod message;
 pub mod network;
 pub mod replication;
 pub mod role;
+pub mod selector;
 pub mod server;
 pub mod status;
 pub mod stomp;

@@ -765,3 +765,81 @@ async fn random_garbage_never_disturbs_other_clients() {
     }
     b.stop().await;
 }
+
+#[tokio::test]
+async fn selectors_route_queue_and_topic_messages() {
+    let b = TestBroker::start().await;
+    let mut eu = b.client().await;
+    let mut rest = b.client().await;
+    eu.subscribe(
+        "/queue/orders",
+        "eu",
+        "auto",
+        &[("selector", "region = 'eu' AND amount > 100")],
+    )
+    .await;
+    rest.subscribe(
+        "/queue/orders",
+        "rest",
+        "auto",
+        &[("selector", "region <> 'eu' OR amount <= 100")],
+    )
+    .await;
+    let mut t = b.client().await;
+    t.subscribe(
+        "/topic/prices",
+        "t",
+        "auto",
+        &[("selector", "symbol LIKE 'AC%'")],
+    )
+    .await;
+    let mut p = b.client().await;
+    for (region, amount) in [("eu", "500"), ("us", "500"), ("eu", "50"), ("eu", "101")] {
+        p.send(
+            "/queue/orders",
+            &format!("{region}-{amount}"),
+            &[("region", region), ("amount", amount)],
+        )
+        .await;
+    }
+    for sym in ["ACME", "BETA", "ACE"] {
+        p.send("/topic/prices", sym, &[("symbol", sym)]).await;
+    }
+    assert_eq!(body(&eu.recv_message().await), "eu-500");
+    assert_eq!(body(&eu.recv_message().await), "eu-101");
+    assert_eq!(body(&rest.recv_message().await), "us-500");
+    assert_eq!(body(&rest.recv_message().await), "eu-50");
+    assert_eq!(body(&t.recv_message().await), "ACME");
+    assert_eq!(body(&t.recv_message().await), "ACE");
+    eu.expect_nothing(SHORT).await;
+    t.expect_nothing(SHORT).await;
+    // A message nobody selects waits in the queue.
+    p.send("/queue/orders", "nobody", &[("amount", "x")]).await;
+    rest.expect_nothing(SHORT).await;
+    let depth = b
+        .broker
+        .status()
+        .destinations
+        .into_iter()
+        .find(|d| d.name == "orders")
+        .unwrap()
+        .depth;
+    assert_eq!(depth, 1);
+    // A malformed selector is refused with the position.
+    let mut bad = b.client().await;
+    bad.send_frame(
+        Frame::new(Command::Subscribe)
+            .with_header("destination", "/queue/orders")
+            .with_header("id", "x")
+            .with_header("selector", "region = "),
+    )
+    .await;
+    let e = bad.expect_error_and_close().await;
+    assert!(
+        e.header("message")
+            .unwrap()
+            .contains("invalid selector at character 9"),
+        "{e:?}"
+    );
+    b.stop().await;
+}

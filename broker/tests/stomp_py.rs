@@ -61,6 +61,7 @@ fn stomp_py_scenarios_against_the_broker_process() {
         "dead_letter",
         "topics",
         "binary_body",
+        "selectors",
     ] {
         run(&b, scenario, "app", "secret");
     }

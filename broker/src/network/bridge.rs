@@ -231,6 +231,7 @@ impl LocalDemand {
                     path: w.path.clone(),
                     message_ttl: nc.message_ttl,
                 }),
+                ..SubscribeOptions::default()
             };
             tracing::debug!(destination = %k.destination, remote, priority = w.priority, "demand added");
             match broker.subscribe_with(

@@ -156,7 +156,11 @@ pub fn subscribe_options(frame: &Frame) -> Result<SubscribeOptions, String> {
             })
         }
     };
-    Ok(SubscribeOptions { priority, network })
+    Ok(SubscribeOptions {
+        priority,
+        network,
+        ..SubscribeOptions::default()
+    })
 }
 
 /// The bridges of one broker and what they did, for `/status`.

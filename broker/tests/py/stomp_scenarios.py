@@ -216,6 +216,20 @@ def binary_body():
     c.disconnect()
 
 
+def selectors():
+    c, l = connect()
+    c.subscribe("/queue/py.sel", id="s", ack="auto", headers={"selector": "kind = 'big' AND size > 10"})
+    p, pl = connect()
+    for kind, size in (("big", "20"), ("small", "20"), ("big", "5"), ("big", "11")):
+        send_receipted(p, pl, "/queue/py.sel", f"{kind}-{size}", f"{kind}-{size}", kind=kind, size=size)
+    got = [m.body for m in l.wait_messages(2)]
+    assert got == ["big-20", "big-11"], got
+    time.sleep(0.3)
+    assert len(l.messages) == 2, [m.body for m in l.messages]
+    c.disconnect()
+    p.disconnect()
+
+
 def auth_refused():
     try:
         connect()
@@ -225,7 +239,7 @@ def auth_refused():
     raise AssertionError("connected with bad credentials")
 
 
-SCENARIOS = {f.__name__: f for f in (every_frame, ack_modes, redelivery_on_disconnect, dead_letter, topics, binary_body, auth_refused)}
+SCENARIOS = {f.__name__: f for f in (every_frame, ack_modes, redelivery_on_disconnect, dead_letter, topics, binary_body, selectors, auth_refused)}
 
 if __name__ == "__main__":
     SCENARIOS[SCENARIO]()
