@@ -310,7 +310,7 @@ pub fn failover_url(group: &Group, scheme: &str, port: impl Fn(&Broker) -> u16) 
     let members: Vec<String> = group
         .brokers
         .iter()
-        .map(|b| format!("{scheme}://{}:{}", b.hostname, port(b)))
+        .map(|b| format!("{scheme}://{}", endpoint(&b.hostname, port(b))))
         .collect();
     let opts: Vec<String> = group
         .failover
@@ -371,7 +371,7 @@ fn zookeeper_service(
         .map(|n| {
             serde_json::json!({
                 "id": n.id,
-                "host": topo.host(&n.host).reach(),
+                "host": bracket_ipv6(topo.host(&n.host).reach()),
                 "peer_port": n.peer_port,
                 "election_port": n.election_port,
             })
@@ -471,7 +471,7 @@ fn network_connectors(topo: &Topology, group: &Group) -> Vec<serde_json::Value> 
                     let uris: Vec<String> = t
                         .brokers
                         .iter()
-                        .map(|b| format!("tcp://{}:{}", b.hostname, b.openwire_port))
+                        .map(|b| format!("tcp://{}", endpoint(&b.hostname, b.openwire_port)))
                         .collect();
                     // masterslave: tries the members in order and follows the
                     // master; static: would bridge to every member at once.
@@ -518,7 +518,7 @@ fn broker_service(
             Some(serde_json::json!({
                 "directory": broker.data_dir.join("replicated"),
                 "replicas": r.replicas,
-                "bind": format!("tcp://{}:{}", host.address, broker.replication_port.unwrap_or(0)),
+                "bind": format!("tcp://{}", endpoint(&host.address, broker.replication_port.unwrap_or(0))),
                 "zk_address": zk.connect_string(topo),
                 "zk_password": zk.password.as_ref().map(Secret::expose),
                 "zk_path": r.zk_path,
@@ -557,8 +557,8 @@ fn broker_service(
             "shared_file": shared_file,
             "kahadb_dir": broker.data_dir.join("kahadb"),
             "users": users,
-            "openwire_uri": format!("tcp://{}:{}", host.address, broker.openwire_port),
-            "stomp_uri": format!("stomp://{}:{}", host.address, broker.stomp_port),
+            "openwire_uri": format!("tcp://{}", endpoint(&host.address, broker.openwire_port)),
+            "stomp_uri": format!("stomp://{}", endpoint(&host.address, broker.stomp_port)),
             "discovery_uri": discovery_uri,
         }),
     )?;
@@ -568,7 +568,7 @@ fn broker_service(
         "--config".to_string(),
         config.display().to_string(),
         "--status".to_string(),
-        format!("{}:{}", host.address, broker.status_port),
+        endpoint(&host.address, broker.status_port),
     ];
     let kind = ServiceKind::Broker {
         group: group.name.clone(),
@@ -649,6 +649,19 @@ fn launch_file(
     }
 }
 
+/// `host:port`, with an IPv6 literal in brackets (`[::1]:61616`).
+pub fn endpoint(host: &str, port: u16) -> String {
+    format!("{}:{port}", bracket_ipv6(host))
+}
+
+fn bracket_ipv6(host: &str) -> String {
+    if host.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
 /// Quotes a word for POSIX sh (only when needed, so scripts stay readable).
 fn sh_quote(s: &str) -> String {
     let plain = !s.is_empty()
@@ -690,5 +703,12 @@ mod tests {
         assert_eq!(sh_quote("-Xmx256m"), "-Xmx256m");
         assert_eq!(systemd_quote("/opt/zk/lib/*"), "\"/opt/zk/lib/*\"");
         assert_eq!(systemd_quote("50%"), "\"50%%\"");
+    }
+
+    #[test]
+    fn ipv6_endpoints_are_bracketed() {
+        assert_eq!(endpoint("::1", 61616), "[::1]:61616");
+        assert_eq!(endpoint("127.0.0.1", 61616), "127.0.0.1:61616");
+        assert_eq!(endpoint("amq1", 2181), "amq1:2181");
     }
 }

@@ -126,7 +126,7 @@ impl Ensemble {
     pub fn connect_string(&self, topo: &Topology) -> String {
         self.nodes
             .iter()
-            .map(|n| format!("{}:{}", topo.host(&n.host).reach(), n.client_port))
+            .map(|n| crate::render::endpoint(topo.host(&n.host).reach(), n.client_port))
             .collect::<Vec<_>>()
             .join(",")
     }
