@@ -36,10 +36,17 @@ impl fmt::Display for Selector {
 impl Selector {
     pub fn parse(text: &str) -> Result<Selector, SelectorError> {
         let tokens = tokenize(text)?;
+        if tokens.len() > MAX_TOKENS {
+            return Err(SelectorError {
+                position: tokens[MAX_TOKENS].0,
+                message: format!("longer than {MAX_TOKENS} tokens"),
+            });
+        }
         let mut p = Parser {
             tokens,
             at: 0,
             end: text.len(),
+            depth: 0,
         };
         let expr = p.or()?;
         if let Some((pos, t)) = p.tokens.get(p.at) {
@@ -229,7 +236,14 @@ struct Parser {
     at: usize,
     /// Length of the text, where "at the end" errors point.
     end: usize,
+    /// Nesting of parentheses, NOT and signs: bounded so that no selector
+    /// can exhaust the stack.
+    depth: usize,
 }
+
+/// Bounds on a selector's size and nesting.
+const MAX_TOKENS: usize = 1000;
+const MAX_DEPTH: usize = 64;
 
 impl Parser {
     fn peek(&self) -> Option<&Token> {
@@ -258,11 +272,24 @@ impl Parser {
         }
     }
 
+    fn nest(&mut self) -> Result<(), SelectorError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(SelectorError {
+                position: self.tokens.get(self.at).map_or(self.end, |(p, _)| *p),
+                message: format!("nested more than {MAX_DEPTH} levels deep"),
+            });
+        }
+        Ok(())
+    }
+
     fn or(&mut self) -> Result<Expr, SelectorError> {
+        self.nest()?;
         let mut e = self.and()?;
         while self.eat(&Token::Kw("OR")) {
             e = Expr::Or(Box::new(e), Box::new(self.and()?));
         }
+        self.depth -= 1;
         Ok(e)
     }
 
@@ -276,7 +303,10 @@ impl Parser {
 
     fn not(&mut self) -> Result<Expr, SelectorError> {
         if self.eat(&Token::Kw("NOT")) {
-            return Ok(Expr::Not(Box::new(self.not()?)));
+            self.nest()?;
+            let e = Expr::Not(Box::new(self.not()?));
+            self.depth -= 1;
+            return Ok(e);
         }
         self.comparison()
     }
@@ -401,10 +431,16 @@ impl Parser {
 
     fn unary(&mut self) -> Result<Expr, SelectorError> {
         if self.eat(&Token::Sym("-")) {
-            return Ok(Expr::Neg(Box::new(self.unary()?)));
+            self.nest()?;
+            let e = Expr::Neg(Box::new(self.unary()?));
+            self.depth -= 1;
+            return Ok(e);
         }
         if self.eat(&Token::Sym("+")) {
-            return self.unary();
+            self.nest()?;
+            let e = self.unary();
+            self.depth -= 1;
+            return e;
         }
         self.primary()
     }
@@ -455,13 +491,36 @@ fn like_pattern(p: &str, escape: Option<char>) -> Vec<LikePart> {
     out
 }
 
-fn like_matches(pattern: &[LikePart], s: &[char]) -> bool {
-    match pattern.first() {
-        None => s.is_empty(),
-        Some(LikePart::Any) => (0..=s.len()).any(|i| like_matches(&pattern[1..], &s[i..])),
-        Some(LikePart::One) => !s.is_empty() && like_matches(&pattern[1..], &s[1..]),
-        Some(LikePart::Char(c)) => s.first() == Some(c) && like_matches(&pattern[1..], &s[1..]),
+/// Wildcard matching with one backtrack point (the last `%`): linear in
+/// practice, O(pattern × text) at worst, so no pattern can stall dispatch.
+fn like_matches(p: &[LikePart], s: &[char]) -> bool {
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        match p.get(pi) {
+            Some(LikePart::Any) => {
+                star = Some((pi, si));
+                pi += 1;
+            }
+            Some(LikePart::One) => {
+                pi += 1;
+                si += 1;
+            }
+            Some(LikePart::Char(c)) if *c == s[si] => {
+                pi += 1;
+                si += 1;
+            }
+            _ => match star {
+                Some((sp, ss)) => {
+                    pi = sp + 1;
+                    si = ss + 1;
+                    star = Some((sp, ss + 1));
+                }
+                None => return false,
+            },
+        }
     }
+    p[pi..].iter().all(|part| *part == LikePart::Any)
 }
 
 fn lookup(name: &str, m: &Message) -> Value {
@@ -703,6 +762,42 @@ mod tests {
         ];
         for sel in no {
             assert!(!Selector::parse(sel).unwrap().matches(&m), "{sel}");
+        }
+    }
+
+    #[test]
+    fn like_is_not_exponential() {
+        let m = msg(&[("s", s(&"a".repeat(5000)))]);
+        let sel = Selector::parse(&format!("s LIKE '{}b'", "%a".repeat(50))).unwrap();
+        assert!(!sel.matches(&m));
+        let sel = Selector::parse("s LIKE '%a%a%a%'").unwrap();
+        assert!(sel.matches(&m));
+    }
+
+    #[test]
+    fn deep_or_long_selectors_are_refused_not_crashed() {
+        let deep = format!("{}a = 1{}", "(".repeat(200), ")".repeat(200));
+        assert!(Selector::parse(&deep)
+            .unwrap_err()
+            .message
+            .contains("nested"));
+        let nots = format!("{}a = 1", "NOT ".repeat(5000));
+        assert!(Selector::parse(&nots).is_err());
+        let long = vec!["a = 1"; 600].join(" AND ");
+        assert!(Selector::parse(&long)
+            .unwrap_err()
+            .message
+            .contains("tokens"));
+        let fine = vec!["a = 1"; 100].join(" AND ");
+        assert!(Selector::parse(&fine).is_ok());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsing_and_matching_never_panic(text in "[ -~]{0,60}") {
+            if let Ok(sel) = Selector::parse(&text) {
+                let _ = sel.matches(&msg(&[("a", s("1")), ("b", PropertyValue::Int(2))]));
+            }
         }
     }
 
