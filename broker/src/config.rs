@@ -1352,6 +1352,18 @@ impl Walker<'_> {
                 dead_letter_strategy: None,
                 network_bridge_filter: None,
             };
+            if entry.memory_limit.is_some() {
+                self.warn(
+                    e.line,
+                    "policyEntry memoryLimit is not enforced per destination; the broker-wide <systemUsage><memoryUsage limit> applies",
+                );
+            }
+            if !entry.producer_flow_control {
+                self.warn(
+                    e.line,
+                    "producerFlowControl=\"false\" is not supported: producers of non-persistent messages always wait while memory is full",
+                );
+            }
             for c in &e.children {
                 if c.name == "networkBridgeFilterFactory" {
                     for f in &c.children {
@@ -1771,6 +1783,20 @@ mod tests {
             parse("<beans/>"),
             Err(ConfigError::NoBroker { .. })
         ));
+    }
+
+    #[test]
+    fn unenforced_policy_attributes_warn() {
+        let c = parse(&wrap(
+            r#"<destinationPolicy><policyMap><policyEntries>
+      <policyEntry queue=">" producerFlowControl="false" memoryLimit="1mb"/>
+    </policyEntries></policyMap></destinationPolicy>"#,
+        ))
+        .unwrap();
+        let msgs: Vec<&str> = c.warnings.iter().map(|w| w.message.as_str()).collect();
+        assert_eq!(c.warnings.len(), 2, "{msgs:?}");
+        assert!(msgs[0].contains("memoryLimit") && msgs[1].contains("producerFlowControl"));
+        assert_eq!(c.policies.entries[0].memory_limit, Some(1 << 20));
     }
 
     #[test]
