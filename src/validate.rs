@@ -347,10 +347,25 @@ impl Validator<'_, '_> {
         if let Some(file) = &r.file {
             let p = self.dir.join(file);
             return match std::fs::read_to_string(&p) {
-                Ok(v) if !v.trim().is_empty() => Some(Secret::new(
-                    format!("file {file}"),
-                    v.trim_end_matches(['\n', '\r']),
-                )),
+                Ok(v) if !v.trim().is_empty() => {
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = std::fs::metadata(&p).map_or(0, |m| m.permissions().mode());
+                    if mode & 0o077 != 0 {
+                        self.c.warn(
+                            sp(s),
+                            format!(
+                                "secret file {} is readable by other users (mode {:04o})",
+                                p.display(),
+                                mode & 0o7777
+                            ),
+                            format!("chmod 600 {}", p.display()),
+                        );
+                    }
+                    Some(Secret::new(
+                        format!("file {file}"),
+                        v.trim_end_matches(['\n', '\r']),
+                    ))
+                }
                 Ok(_) => {
                     self.c.error(
                         sp(s),

@@ -613,3 +613,34 @@ status_port = 8162
         ],
     );
 }
+
+#[test]
+fn secret_files_are_read_and_must_be_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("admin.pw");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = with_head(&format!(
+        "{ONE_BROKER}\n[[users]]\nname = \"admin\"\npassword = {{ file = \"admin.pw\" }}\n"
+    ));
+    let inv = dir.path().join("inv.toml");
+    let (topo, warnings) = Topology::from_str(&inv, &text, &env).unwrap();
+    assert_eq!(
+        topo.users[0].password.expose(),
+        "s3cret",
+        "trailing newline dropped"
+    );
+    let warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [format!(
+            "{inv}:17:12: warning: secret file {pw} is readable by other users (mode 0644); chmod 600 {pw}",
+            inv = inv.display(),
+            pw = secret.display()
+        )]
+    );
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (_, warnings) = Topology::from_str(&inv, &text, &env).unwrap();
+    assert!(warnings.is_empty());
+}
