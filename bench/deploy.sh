@@ -45,7 +45,7 @@ if [ ! -x "$VENV/bin/ansible-playbook" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q 'ansible-core>=2.19,<2.20'
 fi
-ANSIBLE_VERSION=$("$VENV/bin/ansible-playbook" --version | head -1)
+ANSIBLE_VERSION=$("$VENV/bin/ansible-playbook" --version | sed -n 1p)
 
 # ---------------------------------------------------------------- test hosts
 down() {
