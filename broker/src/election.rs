@@ -281,6 +281,13 @@ impl Local {
                         min_epoch: current.max(*epoch + 1),
                     });
                 }
+                // Too few members left for a quorum: like ActiveMQ, no
+                // master at all until enough come back.
+                if view.latest_members().len() < quorum(view.replicas) {
+                    return Some(Step::Demote {
+                        min_epoch: epoch + 1,
+                    });
+                }
                 match view.decide() {
                     Decision::Reassert { epoch } => Some(claim(epoch)),
                     // A quorum fenced this epoch: stop now rather than wait
@@ -653,6 +660,27 @@ mod tests {
         // A view from before its own claim is no reason to step down.
         assert_eq!(m.react(&view(Some((1, "m")), vec![])), None);
         assert_eq!(m.react(&view(None, vec![])), None);
+        // Nor is a healthy group; a group below quorum is.
+        let me = Member {
+            node_id: "m".into(),
+            seq: 1,
+            weight: 1,
+            status: Status::Master { epoch: 2 },
+        };
+        let other = Member {
+            node_id: "s".into(),
+            seq: 2,
+            weight: 1,
+            status: Status::Following { epoch: 2 },
+        };
+        assert_eq!(
+            m.react(&view(Some((2, "m")), vec![me.clone(), other])),
+            None
+        );
+        assert_eq!(
+            m.react(&view(Some((2, "m")), vec![me])),
+            Some(Step::Demote { min_epoch: 3 })
+        );
     }
 
     #[test]

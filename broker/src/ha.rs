@@ -463,7 +463,7 @@ impl Driver {
         let node_id = self.local.node_id.clone();
         let epoch = target.epoch;
         let s = stop.clone();
-        let task = tokio::spawn(async move { repl.follow(&address, &node_id, epoch, s).await });
+        let task = tokio::spawn(async move { repl.follow(address, node_id, epoch, s).await });
         self.follow = Some(Follow {
             master: target.id.clone(),
             epoch,
@@ -504,8 +504,7 @@ impl Driver {
             let s = stop.clone();
             let task = tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                repl.follow(&target.address, &node_id, target.epoch, s)
-                    .await
+                repl.follow(target.address, node_id, target.epoch, s).await
             });
             self.follow = Some(Follow {
                 master: f.master,

@@ -346,8 +346,8 @@ impl Replicator {
     /// record lands in the local store with its position and epoch.
     pub async fn follow(
         self: Arc<Self>,
-        address: &str,
-        node_id: &str,
+        address: String,
+        node_id: String,
         epoch: u64,
         stop: CancellationToken,
     ) -> Result<(), ReplicationError> {
@@ -365,7 +365,7 @@ impl Replicator {
         let history = self.history();
         let login = Login {
             security_token: self.settings.security_token.clone(),
-            node_id: node_id.to_owned(),
+            node_id,
             epoch,
             runs: history.runs().to_vec(),
             first: history.first(),

