@@ -397,6 +397,8 @@ struct Conn {
     subs: HashMap<String, SubId>,
     next_tag: u64,
     transactions: HashMap<String, Transaction>,
+    /// The broker's own (bridges, advisories), not a client.
+    internal: bool,
 }
 
 struct State {
@@ -563,6 +565,17 @@ impl Broker {
 
     /// Registers a client connection; deliveries arrive on the receiver.
     pub fn connect(&self) -> (ConnId, mpsc::UnboundedReceiver<Outbound>) {
+        self.register(false)
+    }
+
+    /// Like [`Broker::connect`], for the broker's own producers and
+    /// consumers (network bridges, advisories): not counted as client
+    /// connections in `/status`.
+    pub fn connect_internal(&self) -> (ConnId, mpsc::UnboundedReceiver<Outbound>) {
+        self.register(true)
+    }
+
+    fn register(&self, internal: bool) -> (ConnId, mpsc::UnboundedReceiver<Outbound>) {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = mpsc::unbounded_channel();
         self.lock().conns.insert(
@@ -572,6 +585,7 @@ impl Broker {
                 subs: HashMap::new(),
                 next_tag: 0,
                 transactions: HashMap::new(),
+                internal,
             },
         );
         (id, rx)
@@ -607,8 +621,9 @@ impl Broker {
         }
     }
 
+    /// Client connections (not the broker's own).
     pub fn connection_count(&self) -> usize {
-        self.lock().conns.len()
+        self.lock().conns.values().filter(|c| !c.internal).count()
     }
 
     /// Accepts a message from a producer. Non-persistent messages first wait
@@ -1304,7 +1319,7 @@ impl Broker {
             broker_name: self.settings.name.clone(),
             role: self.role(),
             uptime_seconds: self.started.elapsed().as_secs_f64(),
-            connections: st.conns.len(),
+            connections: st.conns.values().filter(|c| !c.internal).count(),
             memory_used: self.memory.used.load(Ordering::Relaxed),
             memory_limit: self.memory.limit,
             journal: self.store.as_ref().map(|s| JournalStatus {

@@ -1,6 +1,21 @@
 //! The HTTP status endpoint (ActiveMQ's console listens on 8161):
 //! `/status` is JSON for tools (`amqctl verify`, operators' scripts),
 //! `/metrics` is Prometheus text.
+//!
+//! `/status` ([`BrokerStatus`]):
+//! ```text
+//! { "brokerName": "b1",
+//!   "role": "standalone" | "master" | "slave",  "master": "tcp://..." (slaves),
+//!   "uptimeSeconds": 12.5, "connections": 3,
+//!   "memoryUsed": 1024, "memoryLimit": 67108864,
+//!   "journal": { "position": 42, "epoch": 1,
+//!                "stats": { "appends", "records", "writes", "fsyncs", "bytes",
+//!                           "segments", "liveMessages" } } | null,
+//!   "destinations": [ { "name": "orders", "type": "queue" | "topic",
+//!                       "depth", "consumers", "enqueued", "dequeued",
+//!                       "expired", "deadLettered" } ],
+//!   ... }
+//! ```
 
 use crate::broker::{Broker, BrokerStatus};
 use axum::extract::State;

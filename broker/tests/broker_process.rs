@@ -316,3 +316,52 @@ async fn consume_acking(
         }
     }
 }
+
+#[test]
+fn status_and_metrics_describe_the_broker() {
+    let b = BrokerProcess::start(options("stat")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = Client::connect(b.stomp_addr(), Version::V1_2, &[]).await;
+        c.subscribe("/queue/watched", "s", "client-individual", &[])
+            .await;
+        c.send("/queue/watched", "m", &[("persistent", "true")])
+            .await;
+        c.recv_message().await;
+        let status: serde_json::Value = serde_json::from_str(&b.status().unwrap()).unwrap();
+        assert_eq!(status["brokerName"], "stat");
+        assert_eq!(status["role"], "standalone");
+        assert_eq!(status["connections"], 1);
+        assert!(status["uptimeSeconds"].as_f64().unwrap() > 0.0);
+        assert_eq!(status["journal"]["position"], 1);
+        let q = &status["destinations"][0];
+        assert_eq!(
+            (q["name"].as_str(), q["type"].as_str()),
+            (Some("watched"), Some("queue"))
+        );
+        assert_eq!(
+            (
+                q["depth"].as_u64(),
+                q["consumers"].as_u64(),
+                q["enqueued"].as_u64()
+            ),
+            (Some(1), Some(1), Some(1))
+        );
+        let metrics = b.http_get("/metrics").unwrap();
+        assert!(
+            metrics.contains(
+                "amq_destination_depth{broker=\"stat\",type=\"queue\",destination=\"watched\"} 1"
+            ),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("amq_role{broker=\"stat\",role=\"standalone\"} 1"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("amq_journal_position{broker=\"stat\"} 1"),
+            "{metrics}"
+        );
+        c.disconnect().await;
+    });
+}

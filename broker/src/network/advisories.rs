@@ -81,7 +81,7 @@ pub async fn publish(broker: Arc<Broker>, shutdown: CancellationToken) {
             .insert(c.sub, c);
     }
     // Deliveries of our own topic are not read: nothing subscribes here.
-    let (conn, _deliveries) = broker.connect();
+    let (conn, _deliveries) = broker.connect_internal();
     loop {
         let event = tokio::select! {
             e = events.recv() => match e { Some(e) => e, None => break },

@@ -279,7 +279,7 @@ pub async fn session(
         Ok(s) => s,
         Err(e) => return Ended::Lost(format!("subscribing to the peer's advisories: {e}")),
     };
-    let (conn, mut outbound) = broker.connect();
+    let (conn, mut outbound) = broker.connect_internal();
     let mut demand = LocalDemand {
         conn,
         subs: BTreeMap::new(),
