@@ -129,6 +129,7 @@ pub struct RawNetwork {
     pub to: Option<S<Vec<S<String>>>>,
     pub members: Option<S<Vec<S<String>>>>,
     pub address: Option<S<String>>,
+    pub interface: Option<S<String>>,
     pub network_ttl: Option<S<i64>>,
     pub duplex: Option<S<bool>>,
     pub conduit_subscriptions: Option<S<bool>>,

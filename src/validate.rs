@@ -1220,6 +1220,7 @@ impl Validator<'_, '_> {
                 for (key, v) in [
                     ("members", t.members.as_ref().map(sp)),
                     ("address", t.address.as_ref().map(sp)),
+                    ("interface", t.interface.as_ref().map(sp)),
                 ] {
                     if let Some(span) = v {
                         self.c.error(
@@ -1312,7 +1313,28 @@ impl Validator<'_, '_> {
                         a.get_ref().clone()
                     }
                 };
-                let uri = format!("multicast://{address}?group={cluster}");
+                let mut uri = format!("multicast://{address}?group={cluster}");
+                if let Some(i) = &t.interface {
+                    let name = i.get_ref();
+                    let ok = !name.is_empty()
+                        && name.len() <= 15
+                        && name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c));
+                    if !ok {
+                        self.c.error(
+                            sp(i),
+                            format!("invalid network interface name \"{name}\""),
+                            "give the interface name as `ip link` shows it, e.g. \"eth1\"",
+                        );
+                    }
+                    // Send and join on that NIC: ActiveMQ otherwise picks the
+                    // last multicast-capable non-loopback NIC (or fails when
+                    // there is none).
+                    uri.push_str(&format!(
+                        "&networkInterface={name}&joinNetworkInterface={name}"
+                    ));
+                }
                 (
                     Some(NetworkKind::Multicast { members, uri }),
                     "multicast".to_string(),

@@ -136,3 +136,76 @@ duplex = true
     assert!(stomp_connected(a_stomp));
     // every process is killed by PID when the guards drop
 }
+
+/// Multicast discovery as rendered (`discoveryUri` on the OpenWire connector,
+/// a `multicast://` network connector, `interface = "lo"`), run inside a
+/// namespace of its own so no datagram leaves it: two brokers find each
+/// other and bridge.
+#[test]
+fn rendered_multicast_discovery_runs_in_activemq_5_17() {
+    use amq_harness::activemq::LoopbackNetns;
+    assert!(activemq_installed(), "Debian's activemq is not installed");
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    // Inside the namespace every port is free; the group keeps other
+    // runs' datagrams apart anyway.
+    let inventory = format!(
+        r#"
+[cluster]
+name = "mc{pid}"
+base_dir = "{base}"
+
+[[hosts]]
+name = "local"
+address = "127.0.0.1"
+
+[[groups]]
+name = "m1"
+[[groups.brokers]]
+name = "m1"
+host = "local"
+
+[[groups]]
+name = "m2"
+[[groups.brokers]]
+name = "m2"
+host = "local"
+port_offset = 10
+
+[[networks]]
+name = "discovery"
+kind = "multicast"
+members = ["m1", "m2"]
+interface = "lo"
+"#,
+        pid = std::process::id(),
+        base = base.display()
+    );
+    let (topo, _) = Topology::from_str(Path::new("mc.toml"), &inventory, &|_| None)
+        .unwrap_or_else(|d| panic!("{d}"));
+    let plan = render(&topo).unwrap();
+    let out = tmp.path().join("plan");
+    amqctl::plan::write_plan(&plan, &out).unwrap();
+
+    let ns = LoopbackNetns::create(&format!("amqctl-plan-mc-{}", std::process::id())).unwrap();
+    let start = |name: &str| {
+        let dir = tmp.path().join(format!("amq-{name}"));
+        let config = out.join(format!("local/{name}/activemq.xml"));
+        ActiveMq::spawn_in(Some(ns.name()), name, &dir, &config, "256m").expect("start java")
+    };
+    let m1 = start("m1");
+    let m2 = start("m2");
+    for (b, peer) in [(&m1, "m2"), (&m2, "m1")] {
+        assert!(
+            b.wait_log(
+                &format!("({peer}) has been established"),
+                Duration::from_secs(60)
+            ),
+            "no bridge to {peer} discovered:\n{}",
+            b.log()
+        );
+    }
+    assert!(ns.stomp_connected(61613), "m1 serves STOMP");
+    assert!(ns.stomp_connected(61623), "m2 serves STOMP");
+    drop((m1, m2)); // kill the JVMs before the namespace goes
+}

@@ -28,6 +28,18 @@ impl ActiveMq {
     /// data, tmp, logs) and returns at once; see [`ActiveMq::wait_stomp`].
     /// Logs go to `dir/activemq.log` (Debian's ActiveMQ uses log4j 1.2).
     pub fn spawn(name: &str, dir: &Path, config: &Path, heap: &str) -> io::Result<ActiveMq> {
+        Self::spawn_in(None, name, dir, config, heap)
+    }
+
+    /// [`ActiveMq::spawn`] inside network namespace `netns` (`ip netns exec`,
+    /// which execs java, so the guarded PID is the JVM's).
+    pub fn spawn_in(
+        netns: Option<&str>,
+        name: &str,
+        dir: &Path,
+        config: &Path,
+        heap: &str,
+    ) -> io::Result<ActiveMq> {
         let conf = dir.join("conf");
         for d in [&conf, &dir.join("data"), &dir.join("tmp")] {
             std::fs::create_dir_all(d)?;
@@ -47,7 +59,14 @@ impl ActiveMq {
         )?;
         let d = dir.display();
         let out = std::fs::File::create(dir.join("broker.out"))?;
-        let mut cmd = Command::new("java");
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "java"]);
+                c
+            }
+            None => Command::new("java"),
+        };
         cmd.arg(format!("-Xms{heap}"))
             .arg(format!("-Xmx{heap}"))
             .arg("-Dorg.apache.activemq.UseDedicatedTaskRunner=true")
@@ -138,6 +157,66 @@ impl ActiveMq {
     /// `kill -9` by PID and reap.
     pub fn kill(&mut self) {
         self.guard.kill();
+    }
+}
+
+/// A network namespace of its own with only `lo` up and a multicast route on
+/// it (so multicast stays inside); deleted on drop. Drop the processes
+/// running in it first.
+pub struct LoopbackNetns {
+    name: String,
+}
+
+impl LoopbackNetns {
+    pub fn create(name: &str) -> io::Result<LoopbackNetns> {
+        let ip = |args: &[&str]| -> io::Result<()> {
+            let st = Command::new("ip").args(args).status()?;
+            if st.success() {
+                Ok(())
+            } else {
+                Err(io::Error::other(format!("ip {} failed", args.join(" "))))
+            }
+        };
+        let _ = Command::new("ip")
+            .args(["netns", "del", name])
+            .stderr(Stdio::null())
+            .status();
+        ip(&["netns", "add", name])?;
+        let ns = LoopbackNetns {
+            name: name.to_string(),
+        };
+        ip(&["-n", name, "link", "set", "lo", "up"])?;
+        ip(&["-n", name, "route", "add", "224.0.0.0/4", "dev", "lo"])?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether a STOMP CONNECT to 127.0.0.1:`port` inside the namespace is
+    /// answered with CONNECTED (checked by a bounded bash from inside it).
+    pub fn stomp_connected(&self, port: u16) -> bool {
+        let script = format!(
+            "exec 3<>/dev/tcp/127.0.0.1/{port} || exit 1; \
+             printf 'CONNECT\\naccept-version:1.2\\nhost:localhost\\n\\n\\0' >&3; \
+             IFS= read -r -t 2 line <&3 && [ \"$line\" = CONNECTED ]"
+        );
+        Command::new("timeout")
+            .args([
+                "3", "ip", "netns", "exec", &self.name, "bash", "-c", &script,
+            ])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for LoopbackNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
