@@ -114,6 +114,10 @@ impl From<CodecError> for ProtocolError {
     }
 }
 
+/// What clients are told when the broker stops serving them.
+const SHUTDOWN_MESSAGE: &str =
+    "the broker stopped serving clients (shutdown or lost mastership); reconnect";
+
 /// Serves one client until it disconnects, errs, or `shutdown` fires.
 pub async fn serve(
     stream: TcpStream,
@@ -198,7 +202,7 @@ pub async fn serve(
             _ = dead.cancelled() => break,
             _ = shutdown.cancelled() => {
                 handler
-                    .error(ProtocolError::new("the broker stopped serving clients (shutdown or lost mastership); reconnect"), None)
+                    .error(ProtocolError::new(SHUTDOWN_MESSAGE), None)
                     .await;
                 break;
             }
@@ -216,7 +220,19 @@ pub async fn serve(
             Some(Ok(Transmission::HeartBeat)) => {}
             Some(Ok(Transmission::Frame(frame))) => {
                 let receipt = frame.header("receipt").map(str::to_owned);
-                match handler.handle(frame).await {
+                // A SEND may wait for memory (flow control): shutdown must
+                // still get through, and cancelling that wait is harmless.
+                let handled = tokio::select! {
+                    r = handler.handle(frame) => Some(r),
+                    _ = shutdown.cancelled() => None,
+                };
+                let Some(handled) = handled else {
+                    handler
+                        .error(ProtocolError::new(SHUTDOWN_MESSAGE), None)
+                        .await;
+                    break;
+                };
+                match handled {
                     Ok(true) => {}
                     Ok(false) => break,
                     Err(e) => {

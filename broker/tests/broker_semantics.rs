@@ -843,3 +843,45 @@ async fn selectors_route_queue_and_topic_messages() {
     );
     b.stop().await;
 }
+
+#[tokio::test]
+async fn shutdown_reaches_a_producer_held_by_flow_control() {
+    let b = TestBroker::with(
+        BrokerSettings {
+            memory_limit: 16 * 1024,
+            ..settings()
+        },
+        ConnectionSettings::default(),
+        None,
+    )
+    .await;
+    let mut p = b.client().await;
+    for i in 0..10 {
+        p.send_frame(
+            Frame::new(Command::Send)
+                .with_header("destination", "/queue/full")
+                .with_header("receipt", format!("r{i}"))
+                .with_body(vec![b'x'; 4096]),
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = tokio::time::Instant::now();
+    b.shutdown.cancel();
+    let mut receipts = 0;
+    loop {
+        let f = p.recv().await;
+        match f.command {
+            Command::Receipt => receipts += 1,
+            Command::Error => break,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(receipts < 10, "flow control did not hold the producer");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    b.task.await.unwrap();
+}
