@@ -8,35 +8,10 @@ mod deploy_support;
 
 use std::collections::BTreeMap;
 
-use deploy_support::{inventory, is_alive, stomp_roundtrip, Deployed};
+use deploy_support::{is_alive, local_cluster, port_of, stomp_roundtrip, Deployed};
 
 fn standalone_cluster(name: &str) -> (tempfile::TempDir, Deployed, String) {
-    let tmp = tempfile::tempdir().unwrap();
-    let base = tmp.path().join("base");
-    let vars = BTreeMap::from([
-        ("name", name.to_string()),
-        ("base", base.display().to_string()),
-    ]);
-    let text = inventory("deploy_standalone.toml", &vars);
-    let inv = tmp.path().join("inventory.toml");
-    std::fs::write(&inv, &text).unwrap();
-    let d = Deployed {
-        inventory: inv,
-        base,
-        logs: tmp.path().join("logs"),
-        runner: Box::new(deploy_support::amqctl),
-    };
-    (tmp, d, text)
-}
-
-fn port_of(text: &str, broker_key: &str) -> String {
-    // The fixture puts `stomp_port = N` right after the broker's name line.
-    let at = text.find(&format!("name = \"{broker_key}\"")).unwrap();
-    let line = text[at..]
-        .lines()
-        .find(|l| l.starts_with("stomp_port"))
-        .unwrap();
-    line.split('=').nth(1).unwrap().trim().to_string()
+    local_cluster("deploy_standalone.toml", name, &[])
 }
 
 #[test]
@@ -72,7 +47,7 @@ fn deploy_is_ordered_idempotent_rolling_and_destroyable() {
         .collect();
 
     // A message really goes through each deployed broker.
-    let east = format!("127.0.0.1:{}", port_of(&text, "east1"));
+    let east = format!("127.0.0.1:{}", port_of(&text, "east1", "stomp_port"));
     assert_eq!(
         stomp_roundtrip(&east, "deploy.test", "hello east").unwrap(),
         "hello east"
@@ -188,18 +163,7 @@ fn deploy_is_ordered_idempotent_rolling_and_destroyable() {
 fn broker_that_cannot_start_names_host_service_and_log() {
     let (_tmp, d, text) = standalone_cluster("dfail");
     // Occupy west1's status port so it cannot bind it.
-    let status_port = {
-        let at = text.find("name = \"west1\"").unwrap();
-        text[at..]
-            .lines()
-            .find(|l| l.starts_with("status_port"))
-            .unwrap()
-            .split('=')
-            .nth(1)
-            .unwrap()
-            .trim()
-            .to_string()
-    };
+    let status_port = port_of(&text, "west1", "status_port");
     let _squat = std::net::TcpListener::bind(format!("127.0.0.1:{status_port}")).unwrap();
     let run = d.deploy(&[]);
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);

@@ -176,7 +176,12 @@ pub fn run(args: DeployArgs) -> anyhow::Result<()> {
     };
     let outcome = deploy(&topo, &plan, &opts, &progress);
     progress.finish();
-    let outcome = outcome?;
+    let log_dir = opts.connect.log_dir.display().to_string();
+    let outcome = outcome.map_err(|e| {
+        anyhow::Error::new(e).context(format!(
+            "deploy failed (every command and its output: {log_dir}/<host>.log)"
+        ))
+    })?;
     if args.dry_run && !outcome.is_noop() {
         return Err(crate::cli::Exit(EXIT_CHANGES_PENDING).into());
     }
@@ -347,11 +352,12 @@ pub fn deploy(
     let states = summary::collect(&fleet, &all);
     print!("{}", summary::render(&states, plan));
     println!(
-        "deployed in {:.2}s: {} file(s) changed, started: {}, restarted: {}",
+        "deployed in {:.2}s: {} file(s) changed, started: {}, restarted: {} (logs: {})",
         progress.elapsed(),
         outcome.files_changed,
         names_or_none(&outcome.started),
         names_or_none(&outcome.restarted),
+        opts.connect.log_dir.display(),
     );
     Ok(outcome)
 }

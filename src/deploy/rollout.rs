@@ -158,22 +158,23 @@ impl<'a> Rollout<'a> {
             .iter()
             .filter(|s| self.action(s) == Action::Restart)
             .collect();
-        if !to_restart.is_empty() {
-            self.wait_ensemble(&zk)?;
-            // Followers first, the leader last: one re-election, not several.
-            let modes = zk_modes(&zk);
-            to_restart.sort_by_key(|s| {
-                modes
-                    .get(&s.name)
-                    .map(|m| m.mode == "leader")
-                    .unwrap_or(false)
-            });
-            for s in to_restart {
-                self.restart(s, &self.deferred_files(s, true))?;
-                self.wait_ensemble(&zk)?;
-            }
+        if to_restart.is_empty() {
+            return self.wait_ensemble(&zk);
         }
-        self.wait_ensemble(&zk)
+        self.wait_ensemble(&zk)?;
+        // Followers first, the leader last: one re-election, not several.
+        let modes = zk_modes(&zk);
+        to_restart.sort_by_key(|s| {
+            modes
+                .get(&s.name)
+                .map(|m| m.mode == "leader")
+                .unwrap_or(false)
+        });
+        for s in to_restart {
+            self.restart(s, &self.deferred_files(s, true))?;
+            self.wait_ensemble(&zk)?;
+        }
+        Ok(())
     }
 
     /// Waits until every node serves and exactly one leads.

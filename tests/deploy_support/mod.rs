@@ -260,3 +260,45 @@ pub fn read(path: &Path) -> String {
     }
     s
 }
+
+/// A fixture deployed through the local executor under a fresh temp dir.
+/// Keep the returned `TempDir` alive as long as the cluster.
+pub fn local_cluster(
+    fixture: &str,
+    name: &str,
+    extra: &[(&str, &str)],
+) -> (tempfile::TempDir, Deployed, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    let mut vars = BTreeMap::from([
+        ("name", name.to_string()),
+        ("base", base.display().to_string()),
+    ]);
+    for (k, v) in extra {
+        vars.insert(k, v.to_string());
+    }
+    let text = inventory(fixture, &vars);
+    let inv = tmp.path().join("inventory.toml");
+    std::fs::write(&inv, &text).unwrap();
+    let d = Deployed {
+        inventory: inv,
+        base,
+        logs: tmp.path().join("logs"),
+        runner: Box::new(amqctl),
+    };
+    (tmp, d, text)
+}
+
+/// The value of `key = N` in the inventory entry named `name`.
+pub fn port_of(text: &str, name: &str, key: &str) -> String {
+    let at = text
+        .find(&format!("name = \"{name}\""))
+        .unwrap_or_else(|| panic!("no {name}"));
+    text[at..]
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split('=').nth(1))
+        .unwrap_or_else(|| panic!("no {key} for {name}"))
+        .trim()
+        .to_string()
+}
