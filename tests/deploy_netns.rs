@@ -1,7 +1,8 @@
 //! `amqctl deploy` over SSH to a real-cluster-shaped set of hosts: three
 //! network namespaces the test creates (own address, own sshd, own
 //! /etc/hosts), with amqctl itself run inside a controller namespace whose
-//! only routes lead to them. One ZooKeeper node and one broker per host.
+//! only routes lead to them. One ZooKeeper node per host and a replicated
+//! master/slave group with one broker on each host.
 
 mod deploy_support;
 
@@ -153,16 +154,30 @@ fn deploys_a_three_host_cluster_over_ssh_with_hosts_blocks() {
         2,
         "{st:?}"
     );
-    for b in ["broker-a", "broker-b", "broker-c"] {
-        assert_eq!(st[b].1, "standalone", "{st:?}");
-    }
+    let brokers = ["broker-a", "broker-b", "broker-c"];
+    let masters: Vec<&str> = brokers
+        .iter()
+        .copied()
+        .filter(|b| st[*b].1 == "master")
+        .collect();
+    let slaves = brokers.iter().filter(|b| st[**b].1 == "slave").count();
+    assert_eq!(
+        (masters.len(), slaves),
+        (1, 2),
+        "one master, two slaves: {st:?}"
+    );
+    let master_addr = match masters[0] {
+        "broker-a" => "10.98.0.11:61613",
+        "broker-b" => "10.98.0.12:61613",
+        _ => "10.98.0.13:61613",
+    };
     // ZooKeeper really formed across the hosts (server lines use the hostnames).
     let zoo = std::fs::read_to_string(d.base.join("h1/zk1/zoo.cfg")).unwrap();
     assert!(zoo.contains("amq-h2:2888:3888"), "{zoo}");
-    assert_eq!(
-        stomp_from_ctl(&net, "10.98.0.12:61613", "over-ssh"),
-        "over-ssh"
-    );
+    assert_eq!(stomp_from_ctl(&net, master_addr, "over-ssh"), "over-ssh");
+    // The replicated store advertises the host's name, resolved through the block.
+    let xml = std::fs::read_to_string(d.base.join("h3/broker-c/activemq.xml")).unwrap();
+    assert!(xml.contains("hostname=\"amq-h3\""), "{xml}");
 
     // The per-host log has every remote command.
     let log = deploy_support::read(&d.logs.join("h2.log"));
