@@ -250,7 +250,10 @@ impl Codec {
                     let body_len = match *content_length {
                         Some(n) => {
                             if src.len() <= n {
-                                src.reserve(n + 1 - src.len());
+                                // Grow with the bytes that arrive, not with
+                                // what the header claims: a lying
+                                // content-length must not reserve memory.
+                                src.reserve((n + 1 - src.len()).min(64 * 1024));
                                 return Ok(None);
                             }
                             if src[n] != 0 {
