@@ -1,12 +1,13 @@
-//! The STOMP client against Debian's real ActiveMQ 5.17: every frame type the
-//! client sends, typed errors, and the failover client moving between two
-//! real brokers without losing a receipted message.
+//! The STOMP client against real brokers, each scenario run against both
+//! amq-broker and Debian's ActiveMQ 5.17: every frame type the client sends,
+//! typed errors, and the failover client moving between two brokers (one
+//! killed with `kill -9`) without losing a receipted message.
 
 mod client_support;
 
 use amq_broker::client::{AckMode, ClientError, ConnectOptions, Connection, OutgoingMessage};
 use amq_broker::failover::{EventKind, FailoverClient, FailoverError};
-use client_support::{unique_queue, ActiveMq};
+use client_support::{start, unique_queue, Kind};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::timeout;
@@ -21,16 +22,25 @@ async fn recv(sub: &mut amq_broker::client::Subscription) -> amq_broker::client:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_client_frame_against_amq_broker() {
+    every_client_frame(Kind::AmqBroker, "amq-broker").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_client_frame_against_activemq() {
+    every_client_frame(Kind::ActiveMq, "ActiveMQ").await;
+}
+
+async fn every_client_frame(kind: Kind, server: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let amq = ActiveMq::start(dir.path(), &[]);
+    let amq = start(kind, dir.path(), &[]);
     let conn = Connection::connect(&amq.addr(), &ConnectOptions::default())
         .await
         .unwrap();
     let info = conn.server_info().clone();
     assert_eq!(info.version, amq_broker::stomp::Version::V1_2);
     assert!(
-        info.server.as_deref().unwrap_or("").contains("ActiveMQ"),
+        info.server.as_deref().unwrap_or("").contains(server),
         "{info:?}"
     );
     // Heart-beats were negotiated both ways.
@@ -139,9 +149,18 @@ async fn every_client_frame_against_activemq() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn login_is_checked_and_refusal_is_typed() {
+async fn login_is_checked_and_refusal_is_typed_amq_broker() {
+    login_is_checked(Kind::AmqBroker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_is_checked_and_refusal_is_typed_activemq() {
+    login_is_checked(Kind::ActiveMq).await;
+}
+
+async fn login_is_checked(kind: Kind) {
     let dir = tempfile::tempdir().unwrap();
-    let amq = ActiveMq::start(dir.path(), &[("app", "s3cret")]);
+    let amq = start(kind, dir.path(), &[("app", "s3cret")]);
     let bad = ConnectOptions {
         login: Some("app".into()),
         passcode: Some("wrong".into()),
@@ -187,10 +206,19 @@ async fn login_is_checked_and_refusal_is_typed() {
 /// and every receipted message is found afterwards (A restarted from its
 /// store, both drained). Duplicates are allowed and counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failover_between_real_activemq_brokers_loses_no_receipted_message() {
+async fn failover_between_amq_brokers_loses_no_receipted_message() {
+    failover_loses_nothing(Kind::AmqBroker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_between_activemq_brokers_loses_no_receipted_message() {
+    failover_loses_nothing(Kind::ActiveMq).await;
+}
+
+async fn failover_loses_nothing(kind: Kind) {
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut a = ActiveMq::start(da.path(), &[]);
-    let b = ActiveMq::start(db.path(), &[]);
+    let mut a = start(kind, da.path(), &[]);
+    let b = start(kind, db.path(), &[]);
     let url = format!(
         "failover:({},{})?randomize=false&maxReconnectDelay=200&timeout=20000",
         a.url(),
@@ -199,7 +227,7 @@ async fn failover_between_real_activemq_brokers_loses_no_receipted_message() {
     let client = FailoverClient::connect(&url, ConnectOptions::default())
         .await
         .unwrap();
-    assert_eq!(client.connected_to().unwrap().port, a.stomp_port);
+    assert_eq!(client.connected_to().unwrap().port, a.stomp_port());
 
     // A consumer on the same failover URL, subscribed before the kill: its
     // subscription must be restored on B.
@@ -246,7 +274,7 @@ async fn failover_between_real_activemq_brokers_loses_no_receipted_message() {
         r.unwrap();
     }
     assert_eq!(receipted.lock().unwrap().len(), N);
-    assert_eq!(client.connected_to().unwrap().port, b.stomp_port);
+    assert_eq!(client.connected_to().unwrap().port, b.stomp_port());
     assert_eq!(client.unreceipted(), 0);
 
     let events = client.event_log();
@@ -262,12 +290,12 @@ async fn failover_between_real_activemq_brokers_loses_no_receipted_message() {
             _ => None,
         })
         .expect("a Reconnected event");
-    assert_eq!(reconnect.0.port, b.stomp_port);
+    assert_eq!(reconnect.0.port, b.stomp_port());
     assert!(
         reconnect.2 > killed_at && reconnect.1 < Duration::from_secs(5),
         "{reconnect:?}"
     );
-    assert!(events.iter().any(|e| matches!(&e.kind, EventKind::Disconnected { endpoint, .. } if endpoint.port == a.stomp_port)));
+    assert!(events.iter().any(|e| matches!(&e.kind, EventKind::Disconnected { endpoint, .. } if endpoint.port == a.stomp_port())));
 
     // The consumer's topic subscription was restored on B.
     let probe = FailoverClient::connect(

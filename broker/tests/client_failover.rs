@@ -3,7 +3,7 @@
 //! `startupMaxReconnectAttempts`, `timeout` for sends while disconnected,
 //! a plain `stomp://` URL not reconnecting, and following a slave's ERROR
 //! that names the master. Unreachable members are real closed loopback
-//! ports; brokers are real ActiveMQ 5.17 processes.
+//! ports; brokers are real amq-broker processes.
 
 mod client_support;
 
@@ -12,7 +12,7 @@ use amq_broker::failover::{
     EventKind, FailoverClient, FailoverError, FailoverEvent, FailoverUri, MASTER_HEADER,
 };
 use amq_harness::free_ports;
-use client_support::{unique_queue, ActiveMq};
+use client_support::{start, unique_queue, Kind};
 use std::time::{Duration, Instant};
 
 fn kinds(events: &[FailoverEvent]) -> Vec<&EventKind> {
@@ -151,7 +151,7 @@ async fn sends_while_disconnected_fail_after_timeout_but_the_client_keeps_trying
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_stomp_url_does_not_reconnect_and_failover_url_waits_for_the_broker() {
     let dir = tempfile::tempdir().unwrap();
-    let mut amq = ActiveMq::start(dir.path(), &[]);
+    let mut amq = start(Kind::AmqBroker, dir.path(), &[]);
     let q = unique_queue("plain");
 
     let plain = FailoverClient::connect(&amq.url(), ConnectOptions::default())
@@ -205,11 +205,11 @@ async fn plain_stomp_url_does_not_reconnect_and_failover_url_waits_for_the_broke
 /// A slave that accepts STOMP connections answers CONNECT with an ERROR
 /// naming the master (`MASTER_HEADER`). The client goes there next, even
 /// though the master is not in its list. The slave here is a stand-in
-/// speaking exactly that contract; the master is a real ActiveMQ.
+/// speaking exactly that contract; the master is a real amq-broker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follows_a_slaves_error_naming_the_master() {
     let dir = tempfile::tempdir().unwrap();
-    let master = ActiveMq::start(dir.path(), &[]);
+    let master = start(Kind::AmqBroker, dir.path(), &[]);
     let slave = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let slave_port = slave.local_addr().unwrap().port();
     let master_url = master.url();
@@ -229,12 +229,12 @@ async fn follows_a_slaves_error_naming_the_master() {
     let client = FailoverClient::connect(&url, ConnectOptions::default())
         .await
         .unwrap();
-    assert_eq!(client.connected_to().unwrap().port, master.stomp_port);
+    assert_eq!(client.connected_to().unwrap().port, master.stomp_port());
     let log = client.event_log();
     assert!(
         log.iter()
             .any(|e| matches!(&e.kind, EventKind::Redirected { from, to }
-            if from.port == slave_port && to.port == master.stomp_port)),
+            if from.port == slave_port && to.port == master.stomp_port())),
         "{:?}",
         kinds(&log)
     );
@@ -256,7 +256,7 @@ async fn follows_a_slaves_error_naming_the_master() {
             last: ClientError::NotMaster { master: m, .. },
             ..
         } => {
-            assert_eq!(m.unwrap().port, master.stomp_port)
+            assert_eq!(m.unwrap().port, master.stomp_port())
         }
         e => panic!("expected GaveUp with NotMaster, got {e:?}"),
     }

@@ -194,6 +194,7 @@ async fn handshake(addr: &str, options: &ConnectOptions) -> Result<Connection, C
         }),
         wake_writer: Notify::new(),
         drained: Notify::new(),
+        disconnecting: false.into(),
     });
     tokio::spawn(read_loop(shared.clone(), reader, expect_every));
     tokio::spawn(write_loop(shared.clone(), send_every));
@@ -235,6 +236,9 @@ async fn read_loop(
             None => {
                 let reason = format!("no data or heart-beat for {} ms", dead_after.as_millis());
                 return shared.close(lost(&shared.addr, reason));
+            }
+            Some(None) if shared.disconnecting.load(Ordering::Relaxed) => {
+                return shared.close(ClientError::Closed)
             }
             Some(None) => return shared.close(lost(&shared.addr, "closed by the broker")),
             Some(Some(Err(e))) => return shared.close(lost(&shared.addr, e.to_string())),

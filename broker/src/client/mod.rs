@@ -282,6 +282,8 @@ struct Shared {
     wake_writer: Notify,
     /// The outgoing buffer fell below the high-water mark.
     drained: Notify,
+    /// DISCONNECT was sent: the broker closing the socket is expected.
+    disconnecting: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -665,6 +667,7 @@ impl Connection {
         if self.shared.closed_reason().is_some() {
             return Ok(());
         }
+        self.shared.disconnecting.store(true, Ordering::Relaxed);
         let receipt = self.request(Frame::new(Command::Disconnect))?;
         let result = match tokio::time::timeout(Duration::from_secs(10), receipt).await {
             Ok(r) => r,

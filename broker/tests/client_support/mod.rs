@@ -1,17 +1,67 @@
-//! Real brokers for the client tests: Debian's ActiveMQ 5.17 run from a
-//! private directory on free loopback ports (as
-//! `shared/reference/anchors/amq-broker.sh` does), killed by PID on drop.
+//! Real brokers for the client tests, behind one trait so that every
+//! scenario runs against both: `amq-broker` (the harness's
+//! [`BrokerProcess`]) and Debian's ActiveMQ 5.17 (the harness's process
+//! recipe, with a kahaDB store and a STOMP connector on a free loopback
+//! port). Both are killed by PID on drop.
 
 #![allow(dead_code)] // each test crate uses a different part
 
-use amq_harness::{free_port, ProcessGuard};
+use amq_harness::activemq::ActiveMq as ActiveMqProcess;
+use amq_harness::broker::{BrokerOptions, BrokerProcess};
+use amq_harness::free_port;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const ACTIVEMQ_JAR: &str = "/usr/share/activemq/bin/activemq.jar";
+/// A running STOMP broker a test can crash and restart.
+pub trait TestBroker: Send {
+    fn stomp_port(&self) -> u16;
+    /// `kill -9` by PID (and reap, so the port is free at once).
+    fn kill(&mut self);
+    /// Starts again on the same port and store.
+    fn restart(&mut self);
+
+    fn url(&self) -> String {
+        format!("stomp://127.0.0.1:{}", self.stomp_port())
+    }
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.stomp_port())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    AmqBroker,
+    ActiveMq,
+}
+
+/// Starts a broker of `kind` with a store in `dir` (ActiveMQ) or its own
+/// temporary directory (amq-broker); `users` turns on authentication.
+pub fn start(kind: Kind, dir: &Path, users: &[(&str, &str)]) -> Box<dyn TestBroker> {
+    match kind {
+        Kind::ActiveMq => Box::new(ActiveMq::start(dir, users)),
+        Kind::AmqBroker => {
+            let mut opts = BrokerOptions::new(format!("client{}", free_port()));
+            if !users.is_empty() {
+                opts = opts.with_users(users);
+            }
+            Box::new(BrokerProcess::start(opts).expect("start amq-broker"))
+        }
+    }
+}
+
+impl TestBroker for BrokerProcess {
+    fn stomp_port(&self) -> u16 {
+        self.stomp_addr().port()
+    }
+    fn kill(&mut self) {
+        self.kill9();
+    }
+    fn restart(&mut self) {
+        BrokerProcess::restart(self).expect("restart amq-broker");
+    }
+}
 
 /// One standalone ActiveMQ 5.17 broker with a kahaDB store in `dir` (kept
 /// across restarts) and only a STOMP connector.
@@ -19,12 +69,26 @@ pub struct ActiveMq {
     pub dir: PathBuf,
     pub stomp_port: u16,
     users: Vec<(String, String)>,
-    process: Option<ProcessGuard>,
+    process: Option<ActiveMqProcess>,
+}
+
+impl TestBroker for ActiveMq {
+    fn stomp_port(&self) -> u16 {
+        self.stomp_port
+    }
+    fn kill(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.kill();
+        }
+    }
+    fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
 }
 
 impl ActiveMq {
-    /// Starts a broker in `dir` and waits until STOMP answers CONNECTED.
-    /// `users` turns on the simple authentication plugin.
+    /// Starts a broker in `dir` and waits until STOMP answers.
     pub fn start(dir: &Path, users: &[(&str, &str)]) -> ActiveMq {
         let mut amq = ActiveMq {
             dir: dir.to_owned(),
@@ -39,19 +103,9 @@ impl ActiveMq {
         amq
     }
 
-    pub fn url(&self) -> String {
-        format!("stomp://127.0.0.1:{}", self.stomp_port)
-    }
-
-    pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.stomp_port)
-    }
-
-    fn write_conf(&self) {
+    fn write_conf(&self) -> PathBuf {
         let conf = self.dir.join("conf");
         std::fs::create_dir_all(&conf).unwrap();
-        std::fs::create_dir_all(self.dir.join("data")).unwrap();
-        std::fs::create_dir_all(self.dir.join("tmp")).unwrap();
         let plugins = if self.users.is_empty() {
             String::new()
         } else {
@@ -83,83 +137,31 @@ impl ActiveMq {
             port = self.stomp_port,
             dir = self.dir.display(),
         );
-        std::fs::write(conf.join("activemq.xml"), xml).unwrap();
-        std::fs::write(
-            conf.join("log4j.properties"),
-            format!(
-                "log4j.rootLogger=INFO, logfile\nlog4j.logger.org.springframework=WARN\n\
-                 log4j.appender.logfile=org.apache.log4j.FileAppender\n\
-                 log4j.appender.logfile.File={}/data/activemq.log\n\
-                 log4j.appender.logfile.layout=org.apache.log4j.PatternLayout\n\
-                 log4j.appender.logfile.layout.ConversionPattern=%d | %-5p | %m | %c%n\n",
-                self.dir.display()
-            ),
-        )
-        .unwrap();
+        let path = conf.join("activemq.xml");
+        std::fs::write(&path, xml).unwrap();
+        path
     }
 
     fn launch(&mut self) {
-        self.write_conf();
-        let dir = self.dir.display().to_string();
-        let out = std::fs::File::create(self.dir.join("broker.out")).unwrap();
-        let mut cmd = Command::new("java");
-        cmd.args([
-            "-Xms256M",
-            "-Xmx256M",
-            "-Dorg.apache.activemq.UseDedicatedTaskRunner=true",
-        ])
-        .args([
-            "--add-opens",
-            "java.base/java.lang=ALL-UNNAMED",
-            "--add-opens",
-            "java.base/java.util=ALL-UNNAMED",
-            "--add-opens",
-            "java.base/java.net=ALL-UNNAMED",
-        ])
-        .arg(format!("-Djava.io.tmpdir={dir}/tmp"))
-        .arg(format!("-Dactivemq.classpath={dir}/conf"))
-        .arg("-Dactivemq.home=/usr/share/activemq")
-        .arg(format!("-Dactivemq.base={dir}"))
-        .arg(format!("-Dactivemq.conf={dir}/conf"))
-        .arg(format!("-Dactivemq.data={dir}/data"))
-        .arg(format!(
-            "-Dlog4j.configuration=file:{dir}/conf/log4j.properties"
-        ))
-        .args(["-jar", ACTIVEMQ_JAR, "start"])
-        .arg(format!("xbean:file:{dir}/conf/activemq.xml"))
-        .current_dir(&self.dir)
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out);
-        let mut guard = ProcessGuard::spawn(format!("activemq:{}", self.stomp_port), &mut cmd)
+        let config = self.write_conf();
+        let name = format!("client{}", self.stomp_port);
+        let mut process = ActiveMqProcess::spawn(&name, &self.dir, &config, "256M")
             .expect("start java (is Debian's activemq installed?)");
         let deadline = Instant::now() + Duration::from_secs(90);
         while !stomp_ready(self.stomp_port) {
             assert!(
-                guard.is_running(),
-                "ActiveMQ exited during start-up; see {}/broker.out",
-                dir
+                process.is_running(),
+                "ActiveMQ exited during start-up:\n{}",
+                process.log()
             );
             assert!(
                 Instant::now() < deadline,
-                "ActiveMQ not ready after 90 s; see {dir}/data/activemq.log"
+                "ActiveMQ not ready after 90 s:\n{}",
+                process.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        self.process = Some(guard);
-    }
-
-    /// `kill -9` by PID (and reap, so the port is free at once).
-    pub fn kill(&mut self) {
-        if let Some(mut p) = self.process.take() {
-            p.kill();
-        }
-    }
-
-    /// Starts again on the same port and store.
-    pub fn restart(&mut self) {
-        self.kill();
-        self.launch();
+        self.process = Some(process);
     }
 }
 
