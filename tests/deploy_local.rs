@@ -169,7 +169,11 @@ fn broker_that_cannot_start_names_host_service_and_log() {
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("local: west1"), "{}", run.stderr);
     assert!(run.stderr.contains("west1/out.log"), "{}", run.stderr);
-    assert!(run.stderr.contains("exited"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("exited before reporting a role"),
+        "{}",
+        run.stderr
+    );
     // The others are consistent: east1 and ZooKeeper run.
     let (_, st) = d.status();
     assert_eq!(st["east1"].1, "standalone");

@@ -207,7 +207,7 @@ mod tests {
         ];
         let remote: BTreeMap<PathBuf, String> = desired
             .iter()
-            .filter(|d| d.path != PathBuf::from("/b/a/activemq.xml"))
+            .filter(|d| d.path != std::path::Path::new("/b/a/activemq.xml"))
             .map(|d| (d.path.clone(), d.sha256.clone()))
             .collect();
         let services = vec![

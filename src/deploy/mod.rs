@@ -109,20 +109,46 @@ pub enum DeployError {
         step: String,
         detail: String,
     },
-    #[error(
-        "{host}: {service}: gave up waiting {waited:?} for {condition}\n  log: {log}{}",
-        tail(log_tail)
-    )]
-    Timeout {
-        host: String,
-        service: String,
-        waited: Duration,
-        condition: String,
-        log: String,
-        log_tail: String,
-    },
+    #[error("{0}")]
+    Wait(Box<WaitFailure>),
     #[error("{0}")]
     Binary(String),
+}
+
+/// A service that did not become healthy: which, what was awaited, and
+/// where its output is.
+#[derive(Debug)]
+pub struct WaitFailure {
+    pub host: String,
+    pub service: String,
+    /// `None` when the wait ended because the process exited.
+    pub waited: Option<Duration>,
+    pub condition: String,
+    pub log: String,
+    pub log_tail: String,
+}
+
+impl std::fmt::Display for WaitFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.waited {
+            Some(w) => write!(
+                f,
+                "{}: {}: gave up after {}s waiting for {}",
+                self.host,
+                self.service,
+                w.as_secs(),
+                self.condition
+            )?,
+            None => write!(f, "{}: {}: {}", self.host, self.service, self.condition)?,
+        }
+        write!(f, "\n  log: {}{}", self.log, tail(&self.log_tail))
+    }
+}
+
+impl From<WaitFailure> for DeployError {
+    fn from(w: WaitFailure) -> Self {
+        DeployError::Wait(Box::new(w))
+    }
 }
 
 fn list<T: std::fmt::Display>(items: &[T]) -> String {

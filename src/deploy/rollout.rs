@@ -16,7 +16,7 @@ use super::fleet::{parallel, Fleet};
 use super::health::{broker_status, zk_srvr, BrokerStatus, ZkStat};
 use super::progress::Progress;
 use super::service::Service;
-use super::DeployError;
+use super::{DeployError, WaitFailure};
 
 const POLL: Duration = Duration::from_millis(100);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
@@ -207,10 +207,10 @@ impl<'a> Rollout<'a> {
                 let down: Vec<&Service<'_>> =
                     zk.iter().filter(|s| !stats.contains_key(&s.name)).collect();
                 let culprit = down.first().copied().unwrap_or(&zk[0]);
-                return Err(DeployError::Timeout {
+                return Err(WaitFailure {
                     host: culprit.host.name.clone(),
                     service: culprit.name.clone(),
-                    waited: self.timeouts.zookeeper,
+                    waited: Some(self.timeouts.zookeeper),
                     condition: format!(
                         "a ZooKeeper quorum ({} of {} serving, {} leader(s); not serving: {})",
                         serving,
@@ -223,7 +223,8 @@ impl<'a> Rollout<'a> {
                     ),
                     log: culprit.log_file().display().to_string(),
                     log_tail: self.log_tail(culprit),
-                });
+                }
+                .into());
             }
             std::thread::sleep(POLL);
         }
@@ -288,24 +289,21 @@ impl<'a> Rollout<'a> {
                 Err(e) => e.to_string(),
             };
             polls += 1;
-            let gone = polls % 10 == 0 && matches!(s.running_pid(host.as_ref()), Ok(None));
+            let gone = polls.is_multiple_of(10) && matches!(s.running_pid(host.as_ref()), Ok(None));
             if gone || Instant::now() >= deadline {
-                return Err(DeployError::Timeout {
+                return Err(WaitFailure {
                     host: s.host.name.clone(),
                     service: s.name.clone(),
-                    waited: if gone {
-                        Duration::ZERO
-                    } else {
-                        self.timeouts.broker
-                    },
+                    waited: (!gone).then_some(self.timeouts.broker),
                     condition: if gone {
-                        "its process to stay up (it exited)".to_string()
+                        "exited before reporting a role".to_string()
                     } else {
                         format!("a role on http://{}/status (last: {last})", s.probe_addr())
                     },
                     log: s.log_file().display().to_string(),
                     log_tail: self.log_tail(s),
-                });
+                }
+                .into());
             }
             std::thread::sleep(POLL);
         }
@@ -347,10 +345,10 @@ impl<'a> Rollout<'a> {
             }
             if Instant::now() >= deadline {
                 let s = members[0];
-                return Err(DeployError::Timeout {
+                return Err(WaitFailure {
                     host: s.host.name.clone(),
                     service: s.name.clone(),
-                    waited: self.timeouts.broker,
+                    waited: Some(self.timeouts.broker),
                     condition: format!(
                         "group {} to have exactly one master (masters now: {})",
                         group.name,
@@ -366,7 +364,8 @@ impl<'a> Rollout<'a> {
                     ),
                     log: s.log_file().display().to_string(),
                     log_tail: self.log_tail(s),
-                });
+                }
+                .into());
             }
             std::thread::sleep(POLL);
         }
