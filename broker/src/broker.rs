@@ -801,6 +801,13 @@ impl Broker {
             sub.in_flight.remove_entry(&tag).into_iter().collect()
         };
         let destination = sub.destination.clone();
+        // NACKed topic messages return to the front of the subscription one
+        // by one: newest first keeps them in order.
+        let entries: Vec<(u64, Entry)> = if nack {
+            entries.into_iter().rev().collect()
+        } else {
+            entries
+        };
         for (tag, entry) in entries {
             if nack {
                 self.redeliver(st, entry, Some(sid));

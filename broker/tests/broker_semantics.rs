@@ -474,24 +474,26 @@ async fn heart_beats_flow_both_ways_and_silence_closes() {
         ..ConnectionSettings::default()
     };
     let b = TestBroker::with(settings(), conn, None).await;
-    // We want the broker's beats every 100 ms and promise ours every 100 ms.
+    // We promise ours every 400 ms (and send far more often, so a loaded
+    // machine cannot make us late) and want the broker's every 100 ms.
     let (mut io, reply) =
-        Client::try_connect(b.addr, Version::V1_2, &[("heart-beat", "100,100")]).await;
-    assert_eq!(reply.header("heart-beat"), Some("100,100"));
+        Client::try_connect(b.addr, Version::V1_2, &[("heart-beat", "400,100")]).await;
+    assert_eq!(reply.header("heart-beat"), Some("100,400"));
     let mut beats = 0;
     let start = tokio::time::Instant::now();
     // Keep our promise for a while and count the broker's beats.
-    while start.elapsed() < Duration::from_millis(600) {
+    while start.elapsed() < Duration::from_millis(800) {
         io.send(amq_broker::stomp::HeartBeat).await.unwrap();
         if let Ok(Some(Ok(amq_broker::stomp::Transmission::HeartBeat))) =
-            tokio::time::timeout(Duration::from_millis(80), futures::StreamExt::next(&mut io)).await
+            tokio::time::timeout(Duration::from_millis(50), futures::StreamExt::next(&mut io)).await
         {
             beats += 1;
         }
     }
     assert!(beats >= 3, "only {beats} heart-beats from the broker");
-    // Now go silent: after 1.5 intervals the broker gives up on us.
-    let closed = tokio::time::timeout(Duration::from_secs(2), async {
+    // Now go silent: after 1.5 intervals (600 ms) the broker gives up on us.
+    let silent = tokio::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
         loop {
             match futures::StreamExt::next(&mut io).await {
                 None | Some(Err(_)) => return None,
@@ -503,6 +505,10 @@ async fn heart_beats_flow_both_ways_and_silence_closes() {
     .await
     .expect("closed in time");
     assert_eq!(closed.map(|f| f.command), Some(Command::Error));
+    assert!(
+        silent.elapsed() >= Duration::from_millis(500),
+        "closed too early"
+    );
     b.stop().await;
 }
 
@@ -884,4 +890,29 @@ async fn shutdown_reaches_a_producer_held_by_flow_control() {
         started.elapsed()
     );
     b.task.await.unwrap();
+}
+
+#[tokio::test]
+async fn cumulative_nack_on_a_topic_redelivers_in_order() {
+    let b = TestBroker::start().await;
+    let mut s = b.client().await;
+    s.subscribe("/topic/ordered", "s", "client", &[]).await;
+    let mut p = b.client().await;
+    for i in 0..3 {
+        p.send("/topic/ordered", &format!("{i}"), &[]).await;
+    }
+    let got: Vec<Frame> = vec![
+        s.recv_message().await,
+        s.recv_message().await,
+        s.recv_message().await,
+    ];
+    s.nack(&got[2]).await;
+    for i in 0..3 {
+        let m = s.recv_message().await;
+        assert_eq!(
+            (body(&m), m.header("redelivered")),
+            (format!("{i}"), Some("true"))
+        );
+    }
+    b.stop().await;
 }
