@@ -3,11 +3,11 @@
 //! reports beyond that (journal position, queue depths), which nodes are
 //! down and which hosts cannot be reached. Exit code 3 when anything is down.
 
-use clap::ValueEnum;
-
 use crate::deploy::fleet::Fleet;
 use crate::deploy::service::services;
 use crate::deploy::{summary, HostArgs};
+/// `--format text|json`, shared with `plan` (and `verify`, which imports it from here).
+pub use crate::plan::Format;
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -16,12 +16,6 @@ pub struct StatusArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
 }
 
 /// Exit code when a service is down or a host unreachable.

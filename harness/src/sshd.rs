@@ -263,23 +263,22 @@ pub fn known_hosts_name(addr: SocketAddr) -> String {
     }
 }
 
-/// Polls a TCP port from inside a namespace (bash `/dev/tcp`, each try capped at 1 s).
+/// Waits for a TCP port from inside a namespace (one bash loop over
+/// `/dev/tcp`, bounded by `timeout`).
 fn wait_for_port_in(netns: &str, addr: SocketAddr, timeout: Duration) -> bool {
-    let deadline = std::time::Instant::now() + timeout;
-    let probe = format!("exec 3<>/dev/tcp/{}/{}", addr.ip(), addr.port());
-    while std::time::Instant::now() < deadline {
-        let ok = Command::new("ip")
-            .args(["netns", "exec", netns, "timeout", "1", "bash", "-c", &probe])
-            .stderr(std::process::Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if ok {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
+    let probe = format!(
+        "until (exec 3<>/dev/tcp/{}/{}) 2>/dev/null; do sleep 0.02; done",
+        addr.ip(),
+        addr.port()
+    );
+    let secs = timeout.as_secs().max(1).to_string();
+    Command::new("ip")
+        .args([
+            "netns", "exec", netns, "timeout", &secs, "bash", "-c", &probe,
+        ])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
