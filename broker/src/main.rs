@@ -114,9 +114,10 @@ fn open_store(config: &BrokerConfig) -> anyhow::Result<Option<Arc<Journal>>> {
             Ok(Some(Arc::new(journal)))
         }
         Persistence::ReplicatedLevelDb(rl) => {
-            let journal = Journal::open(&rl.directory, JournalOptions::default()).with_context(|| {
-                format!("opening the replicated store in {}", rl.directory.display())
-            })?;
+            let journal =
+                Journal::open(&rl.directory, JournalOptions::default()).with_context(|| {
+                    format!("opening the replicated store in {}", rl.directory.display())
+                })?;
             Ok(Some(Arc::new(journal)))
         }
     }
@@ -226,13 +227,7 @@ async fn run(config: BrokerConfig, status_addr: Option<String>) -> anyhow::Resul
         shutdown.clone(),
     ));
 
-    server::serve(
-        broker.clone(),
-        connectors,
-        listeners,
-        shutdown.clone(),
-    )
-    .await?;
+    server::serve(broker.clone(), connectors, listeners, shutdown.clone()).await?;
     shutdown.cancel();
     let lost_lock = match lock_guard {
         Some(g) => g.await?,

@@ -171,7 +171,11 @@ impl Client {
 
     /// Nothing arrives within `d`.
     pub async fn expect_nothing(&mut self, d: Duration) {
-        assert!(self.pending.is_empty(), "unexpected frames {:?}", self.pending);
+        assert!(
+            self.pending.is_empty(),
+            "unexpected frames {:?}",
+            self.pending
+        );
         if let Ok(Some(f)) = tokio::time::timeout(d, next_frame(&mut self.io)).await {
             panic!("unexpected frame {f:?}");
         }
