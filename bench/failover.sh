@@ -30,10 +30,11 @@ JITTER=${JITTER:-10}
 ONLY=${ONLY:-}
 WORK=$(mktemp -d /tmp/amqctl-bench-failover.XXXXXX)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN=$CARGO_TARGET_DIR/release
+PROFILE=${PROFILE:-release} # or debug: failover times are timers, not CPU
+BIN=$CARGO_TARGET_DIR/$PROFILE
 
-echo "building (release)..." >&2
-(cd "$ROOT" && cargo build --release -q -p amqctl -p amq-broker)
+echo "building ($PROFILE)..." >&2
+(cd "$ROOT" && cargo build $([ "$PROFILE" = release ] && echo --release) -q -p amqctl -p amq-broker)
 AMQCTL=$BIN/amqctl
 
 cleanup() {

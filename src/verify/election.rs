@@ -18,7 +18,7 @@ use crate::deploy::service::Service;
 use crate::deploy::HostArgs;
 use crate::executor::{ExecError, Host};
 use crate::send::ConnectArgs;
-use crate::status::Format;
+use crate::plan::Format;
 use crate::topology::{Group, Store};
 
 use super::probe::{self, Answer, Observed, Role};

@@ -35,7 +35,7 @@ use crate::deploy::HostArgs;
 use crate::executor::Host;
 use crate::failure::{effects, Effect};
 use crate::send::{ConnectArgs, SEQ_HEADER};
-use crate::status::Format;
+use crate::plan::Format;
 use crate::topology::{Group, Store, Topology};
 
 use super::probe::{self, Role};
