@@ -295,25 +295,25 @@ impl Replicator {
         let writer = async {
             let mut heartbeat = tokio::time::interval(self.settings.heartbeat);
             loop {
-                let store = self.store.clone();
-                let after = cursor;
-                let entries = tokio::task::spawn_blocking(move || {
-                    store.read_after(Position(after), BATCH_BYTES)
-                })
-                .await
-                .map_err(|e| ReplicationError::Protocol(e.to_string()))??;
-                if let Some(last) = entries.last() {
-                    cursor = last.position.0;
-                    let mut buf = BytesMut::with_capacity(BATCH_BYTES / 4);
-                    buf.put_u8(b'E');
-                    buf.put_u64(epoch);
-                    let mut v = Vec::new();
-                    for e in &entries {
-                        e.encode(&mut v);
+                // Read only when the journal moved past what was shipped.
+                let available = appended.borrow_and_update().0;
+                if available > cursor {
+                    // Fresh records are in the page cache: read in place
+                    // rather than hop to the blocking pool per batch.
+                    let entries = tokio::task::block_in_place(|| {
+                        self.store.read_after(Position(cursor), BATCH_BYTES)
+                    })?;
+                    if let Some(last) = entries.last() {
+                        cursor = last.position.0;
+                        let mut v = Vec::with_capacity(BATCH_BYTES / 8);
+                        v.push(b'E');
+                        v.extend_from_slice(&epoch.to_be_bytes());
+                        for e in &entries {
+                            e.encode(&mut v);
+                        }
+                        sink.send(Bytes::from(v)).await?;
+                        continue;
                     }
-                    buf.extend_from_slice(&v);
-                    sink.send(buf.freeze()).await?;
-                    continue;
                 }
                 tokio::select! {
                     r = async { appended.wait_for(|p| p.0 > cursor).await.map(|_| ()) } => {
