@@ -124,6 +124,50 @@ fn deploy_is_ordered_idempotent_rolling_and_destroyable() {
     assert_eq!(after["west1"].0, Some(pids["west1"]));
     assert_ne!(after["zk1"].0, Some(pids["zk1"]));
 
+    // A new broker binary: both brokers restart (each stopped before the
+    // binary is replaced), ZooKeeper does not.
+    let (_, before) = d.status();
+    let new_bin = d.base.parent().unwrap().join("amq-broker-v2");
+    let mut bytes = std::fs::read(deploy_support::broker_bin()).unwrap();
+    bytes.extend_from_slice(b"\n# v2\n"); // still the same ELF, another checksum
+    std::fs::write(&new_bin, bytes).unwrap();
+    std::fs::set_permissions(&new_bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin_arg = ["--broker-bin", new_bin.to_str().unwrap()];
+    let dry = d.amqctl(&["deploy", "--dry-run", bin_arg[0], bin_arg[1]]);
+    assert_eq!(dry.code, 3, "{}{}", dry.stdout, dry.stderr);
+    assert!(
+        dry.stdout.contains("bin/amq-broker: binary"),
+        "{}",
+        dry.stdout
+    );
+    assert!(dry.stdout.contains("would restart east1"), "{}", dry.stdout);
+    assert!(dry.stdout.contains("would restart west1"), "{}", dry.stdout);
+    assert!(!dry.stdout.contains("would restart zk"), "{}", dry.stdout);
+    let upgraded = d.amqctl(&["deploy", bin_arg[0], bin_arg[1]]).ok();
+    let stop_east = upgraded
+        .stderr
+        .find("stopping east1")
+        .expect(&upgraded.stderr);
+    let put_binary = upgraded
+        .stderr
+        .find("uploading 1 file(s) of east1")
+        .expect(&upgraded.stderr);
+    assert!(
+        stop_east < put_binary,
+        "binary replaced while running:\n{}",
+        upgraded.stderr
+    );
+    assert_eq!(
+        std::fs::read(d.base.join("bin/amq-broker")).unwrap(),
+        std::fs::read(&new_bin).unwrap()
+    );
+    let (_, after) = d.status();
+    assert_ne!(after["east1"].0, before["east1"].0);
+    assert_ne!(after["west1"].0, before["west1"].0);
+    assert_eq!(after["zk1"].0, before["zk1"].0);
+    let again = d.amqctl(&["deploy", bin_arg[0], bin_arg[1]]).ok();
+    assert!(again.stdout.contains("no changes"), "{}", again.stdout);
+
     // stop --node, status reports it down (exit 3), start brings it back.
     d.amqctl(&["stop", "--node", "west1"]).ok();
     assert!(!is_alive(pids["west1"] as u32));
