@@ -136,7 +136,10 @@ async fn fully_acknowledged_segments_are_deleted() {
 async fn ack_segment_is_kept_while_its_enqueue_segment_exists() {
     let dir = tempfile::tempdir().unwrap();
     let big = vec![b'x'; 3000];
-    let opts = small_segments(4096);
+    let opts = JournalOptions {
+        compaction: Compaction::AnySegment,
+        ..small_segments(4096)
+    };
     {
         let j = Journal::open(dir.path(), opts.clone()).unwrap();
         // Segment 1: m1 and m2 (m2 stays unacknowledged for a while).

@@ -8,7 +8,9 @@
 mod journal_util;
 
 use amq_broker::message::{Destination, Message, MessageId, PropertyValue};
-use amq_broker::store::{Entry, Epoch, Journal, Position, Record, Store, StoreError};
+use amq_broker::store::{
+    Compaction, Entry, Epoch, Journal, JournalOptions, Position, Record, Store, StoreError,
+};
 use bytes::Bytes;
 use journal_util::*;
 use proptest::prelude::*;
@@ -143,12 +145,16 @@ proptest! {
     fn recovery_keeps_exactly_the_records_before_tail_damage(
         batches in proptest::collection::vec(proptest::collection::vec(op(), 1..5), 1..25),
         segment_size in 600u64..5000,
+        any_segment in any::<bool>(),
         damage in damage(),
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let batches = records(&batches);
-        let opts = small_segments(segment_size);
+        let opts = JournalOptions {
+            compaction: if any_segment { Compaction::AnySegment } else { Compaction::Prefix },
+            ..small_segments(segment_size)
+        };
         rt.block_on(async {
             let j = Journal::open(dir.path(), opts.clone()).unwrap();
             for b in &batches {

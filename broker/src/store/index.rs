@@ -27,10 +27,14 @@ pub type Key = (Destination, MessageId);
 pub enum Compaction {
     /// Any segment meeting the deletion rule: a message left unacknowledged
     /// (say on the DLQ) pins only its own segment. Positions may then have
-    /// gaps, so a replication master cannot serve reads across them.
-    #[default]
+    /// gaps, which a replication master cannot serve reads across: for
+    /// standalone (and shared-file) brokers only.
     AnySegment,
-    /// Only the oldest segment, so the log is contiguous (replicated stores).
+    /// Only the oldest segment, so the log stays contiguous from
+    /// `first_position` and a slave can always be brought up to date
+    /// (replicated stores). The default because it is always safe; one old
+    /// unacknowledged message keeps every newer segment.
+    #[default]
     Prefix,
 }
 

@@ -65,7 +65,7 @@ impl Default for JournalOptions {
         JournalOptions {
             sync: SyncPolicy::Fsync,
             segment_size: 32 << 20,
-            compaction: Compaction::AnySegment,
+            compaction: Compaction::Prefix,
             repair: false,
         }
     }
