@@ -282,6 +282,14 @@ impl BrokerProcess {
         Ok(body.to_owned())
     }
 
+    /// Sends a signal by PID (`libc::SIGSTOP` to freeze it, `SIGCONT`, ...).
+    pub fn signal(&self, sig: i32) -> io::Result<()> {
+        match &self.guard {
+            Some(g) => g.signal(sig),
+            None => Err(io::Error::new(io::ErrorKind::NotFound, "not running")),
+        }
+    }
+
     /// `kill -9` (and reap).
     pub fn kill9(&mut self) {
         if let Some(mut g) = self.guard.take() {
