@@ -87,7 +87,10 @@ pub fn run(args: StartArgs) -> anyhow::Result<()> {
         pending_binary: Default::default(),
     };
     let result = rollout.zookeeper().and_then(|()| rollout.brokers());
-    progress.finish();
+    match &result {
+        Ok(()) => progress.clear(),
+        Err(_) => progress.finish(),
+    }
     result?;
     print!(
         "{}",

@@ -297,7 +297,7 @@ pub fn deploy(
     }
     if outcome.is_noop() {
         fleet.each(|name, _| progress.step(name, "no changes"));
-        progress.finish();
+        progress.clear();
         let states = summary::collect(&fleet, &all);
         print!("{}", summary::render(&states, plan));
         println!(
@@ -372,8 +372,7 @@ pub fn deploy(
     };
     rollout.zookeeper()?;
     rollout.brokers()?;
-    fleet.each(|name, _| progress.step(name, "done"));
-    progress.finish();
+    progress.clear();
 
     let states = summary::collect(&fleet, &all);
     print!("{}", summary::render(&states, plan));

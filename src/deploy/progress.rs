@@ -59,7 +59,18 @@ impl Progress {
     pub fn finish(&self) {
         if let Some((_, bars)) = &self.bars {
             for bar in bars.lock().unwrap_or_else(|e| e.into_inner()).values() {
-                bar.finish();
+                if !bar.is_finished() {
+                    bar.finish();
+                }
+            }
+        }
+    }
+
+    /// Removes the bars (before a summary takes their place).
+    pub fn clear(&self) {
+        if let Some((_, bars)) = &self.bars {
+            for bar in bars.lock().unwrap_or_else(|e| e.into_inner()).values() {
+                bar.finish_and_clear();
             }
         }
     }
