@@ -38,6 +38,7 @@ pub struct RawCluster {
     pub name: Option<S<String>>,
     pub base_dir: Option<S<String>>,
     pub allow_inline_secrets: Option<S<bool>>,
+    pub broker: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

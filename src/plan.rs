@@ -220,6 +220,7 @@ pub fn render_json(
         "inventory": topo.source,
         "valid": true,
         "cluster": topo.cluster,
+        "broker": topo.broker_impl,
         "warnings": warnings,
         "out_dir": out,
         "hosts": hosts,
@@ -300,11 +301,12 @@ pub fn render_text(topo: &Topology, plan: &RenderedPlan, out: Option<&Path>) -> 
     let zk_nodes = topo.zookeeper.as_ref().map_or(0, |z| z.nodes.len());
     let _ = writeln!(
         o,
-        "  {} · {} · {} ({}) · {} · {}",
+        "  {} · {} · {} ({}, {}) · {} · {}",
         count(topo.hosts.len(), "host"),
         count(zk_nodes, "ZooKeeper node"),
         count(topo.groups.len(), "broker group"),
         count(topo.brokers().count(), "broker"),
+        topo.broker_impl.name(),
         count(topo.networks.len(), "network"),
         count(plan.files().count(), "file"),
     );

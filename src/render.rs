@@ -209,6 +209,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         "failover-urls.toml",
         include_str!("../templates/failover-urls.toml.tera"),
     ),
+    (
+        "log4j.properties",
+        include_str!("../templates/log4j.properties.tera"),
+    ),
 ];
 
 fn tera() -> &'static Tera {
@@ -421,7 +425,16 @@ fn zookeeper_service(
             false,
         ),
     ];
-    let launch = launch_file(topo, host, &node.service, &kind, &dir, &command, &mut files)?;
+    let launch = launch_file(
+        topo,
+        host,
+        &node.service,
+        &kind,
+        &dir,
+        &command,
+        &[],
+        &mut files,
+    )?;
     Ok(ServicePlan {
         name: node.service.clone(),
         kind,
@@ -471,7 +484,7 @@ fn network_connectors(topo: &Topology, group: &Group) -> Vec<serde_json::Value> 
                     let uris: Vec<String> = t
                         .brokers
                         .iter()
-                        .map(|b| format!("tcp://{}", endpoint(&b.hostname, b.openwire_port)))
+                        .map(|b| bridge_uri(topo.broker_impl, b))
                         .collect();
                     // masterslave: tries the members in order and follows the
                     // master; static: would bridge to every member at once.
@@ -563,24 +576,55 @@ fn broker_service(
         }),
     )?;
     let config = dir.join("activemq.xml");
-    let command = vec![
-        host.broker_bin.display().to_string(),
-        "--config".to_string(),
-        config.display().to_string(),
-        "--status".to_string(),
-        endpoint(&host.address, broker.status_port),
-    ];
-    let kind = ServiceKind::Broker {
-        group: group.name.clone(),
-    };
+    let prefix = format!("{}/{}", host.name, broker.name);
     let mut files = vec![RenderedFile::new(
-        format!("{}/{}/activemq.xml", host.name, broker.name),
-        config,
+        format!("{prefix}/activemq.xml"),
+        config.clone(),
         FileKind::Config,
         xml,
         secret,
     )];
-    let launch = launch_file(topo, host, &broker.name, &kind, &dir, &command, &mut files)?;
+    let (command, make_dirs) = match topo.broker_impl {
+        BrokerImpl::AmqBroker => (
+            vec![
+                host.broker_bin.display().to_string(),
+                "--config".to_string(),
+                config.display().to_string(),
+                "--status".to_string(),
+                endpoint(&host.address, broker.status_port),
+            ],
+            Vec::new(),
+        ),
+        BrokerImpl::Activemq => {
+            let log4j = dir.join("log4j.properties");
+            files.push(RenderedFile::new(
+                format!("{prefix}/log4j.properties"),
+                log4j.clone(),
+                FileKind::Config,
+                render_template(
+                    "log4j.properties",
+                    &serde_json::json!({ "log_file": dir.join("activemq.log") }),
+                )?,
+                false,
+            ));
+            let tmp = dir.join("tmp");
+            let command = activemq_command(host, &dir, &broker.data_dir, &tmp, &log4j, &config);
+            (command, vec![tmp])
+        }
+    };
+    let kind = ServiceKind::Broker {
+        group: group.name.clone(),
+    };
+    let launch = launch_file(
+        topo,
+        host,
+        &broker.name,
+        &kind,
+        &dir,
+        &command,
+        &make_dirs,
+        &mut files,
+    )?;
     let mut ports = vec![
         ("stomp".to_string(), broker.stomp_port),
         ("openwire".to_string(), broker.openwire_port),
@@ -599,7 +643,57 @@ fn broker_service(
     })
 }
 
-/// Renders the service's run.sh or systemd unit into `files`.
+/// Debian's ActiveMQ run from its own directory: the run jar directly (the
+/// `/usr/bin/activemq` wrapper resets ACTIVEMQ_BASE and the heap), with the
+/// `--add-opens` it passes on Java > 8.
+fn activemq_command(
+    host: &Host,
+    dir: &Path,
+    data: &Path,
+    tmp: &Path,
+    log4j: &Path,
+    config: &Path,
+) -> Vec<String> {
+    let d = |p: &Path| p.display().to_string();
+    let mut c = vec![
+        host.java.clone(),
+        "-Xms512M".to_string(),
+        "-Xmx512M".to_string(),
+        "-Dorg.apache.activemq.UseDedicatedTaskRunner=true".to_string(),
+        "--add-reads=java.xml=java.logging".to_string(),
+    ];
+    for m in [
+        "java.base/java.security",
+        "java.base/java.net",
+        "java.base/java.lang",
+        "java.base/java.util",
+        "java.naming/javax.naming.spi",
+        "java.rmi/sun.rmi.transport.tcp",
+        "java.base/java.util.concurrent",
+        "java.base/java.util.concurrent.atomic",
+    ] {
+        c.push("--add-opens".to_string());
+        c.push(format!("{m}=ALL-UNNAMED"));
+    }
+    c.extend([
+        format!("-Djava.io.tmpdir={}", d(tmp)),
+        format!("-Dactivemq.classpath={}", d(dir)),
+        format!("-Dactivemq.home={ACTIVEMQ_HOME}"),
+        format!("-Dactivemq.base={}", d(dir)),
+        format!("-Dactivemq.conf={}", d(dir)),
+        format!("-Dactivemq.data={}", d(data)),
+        format!("-Dlog4j.configuration=file:{}", d(log4j)),
+        "-jar".to_string(),
+        format!("{ACTIVEMQ_HOME}/bin/activemq.jar"),
+        "start".to_string(),
+        format!("xbean:file:{}", d(config)),
+    ]);
+    c
+}
+
+/// Renders the service's run.sh or systemd unit into `files`; `make_dirs`
+/// are created before the service starts.
+#[allow(clippy::too_many_arguments)]
 fn launch_file(
     topo: &Topology,
     host: &Host,
@@ -607,16 +701,22 @@ fn launch_file(
     kind: &ServiceKind,
     dir: &Path,
     command: &[String],
+    make_dirs: &[PathBuf],
     files: &mut Vec<RenderedFile>,
 ) -> Result<Launch, RenderError> {
+    let quoted = |q: fn(&str) -> String, words: &mut dyn Iterator<Item = String>| {
+        words.map(|w| q(&w)).collect::<Vec<_>>().join(" ")
+    };
     let ctx = serde_json::json!({
+        "mkdir_sh": quoted(sh_quote, &mut make_dirs.iter().map(|p| p.display().to_string())),
+        "mkdir_systemd": quoted(systemd_quote, &mut make_dirs.iter().map(|p| p.display().to_string())),
         "cluster": topo.cluster,
         "kind": kind.label(),
         "service": service,
         "dir_sh": sh_quote(&dir.display().to_string()),
-        "command_sh": command.iter().map(|a| sh_quote(a)).collect::<Vec<_>>().join(" "),
+        "command_sh": quoted(sh_quote, &mut command.iter().cloned()),
         "dir_systemd": dir.display().to_string(),
-        "command_systemd": command.iter().map(|a| systemd_quote(a)).collect::<Vec<_>>().join(" "),
+        "command_systemd": quoted(systemd_quote, &mut command.iter().cloned()),
     });
     let prefix = format!("{}/{service}", host.name);
     match host.service_manager {
@@ -646,6 +746,15 @@ fn launch_file(
             ));
             Ok(Launch::Systemd { unit })
         }
+    }
+}
+
+/// Where a network bridge reaches broker `b`: amq-broker bridges speak
+/// STOMP, ActiveMQ's speak OpenWire.
+pub fn bridge_uri(imp: BrokerImpl, b: &Broker) -> String {
+    match imp {
+        BrokerImpl::AmqBroker => format!("stomp://{}", endpoint(&b.hostname, b.stomp_port)),
+        BrokerImpl::Activemq => format!("tcp://{}", endpoint(&b.hostname, b.openwire_port)),
     }
 }
 

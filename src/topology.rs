@@ -17,6 +17,8 @@ pub struct Topology {
     /// The inventory file it was loaded from.
     pub source: PathBuf,
     pub cluster: String,
+    /// Which broker the configs and launch units are rendered for.
+    pub broker_impl: BrokerImpl,
     pub hosts: Vec<Host>,
     pub zookeeper: Option<Ensemble>,
     /// Broker groups in inventory order (which is also their start order).
@@ -25,6 +27,30 @@ pub struct Topology {
     /// Users of `simpleAuthenticationPlugin`; empty means no authentication.
     pub users: Vec<User>,
 }
+
+/// The broker software a cluster runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BrokerImpl {
+    /// The bundled Rust broker (`broker/`): network bridges speak STOMP, so
+    /// network connectors name the peers' `stomp://` connectors.
+    AmqBroker,
+    /// Apache ActiveMQ 5.x as packaged by Debian (`/usr/share/activemq`):
+    /// bridges speak OpenWire (`tcp://`); launched with the run jar.
+    Activemq,
+}
+
+impl BrokerImpl {
+    pub fn name(self) -> &'static str {
+        match self {
+            BrokerImpl::AmqBroker => "amq-broker",
+            BrokerImpl::Activemq => "activemq",
+        }
+    }
+}
+
+/// Debian's ActiveMQ home, used when `broker = "activemq"`.
+pub const ACTIVEMQ_HOME: &str = "/usr/share/activemq";
 
 /// A machine (or, for a pseudo-cluster, the one machine) services run on.
 #[derive(Debug, Clone, Serialize)]

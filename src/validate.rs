@@ -83,6 +83,7 @@ pub(crate) fn validate(
         allow_inline: false,
         ports: Vec::new(),
         services: Vec::new(),
+        broker_impl: (BrokerImpl::AmqBroker, 0..0),
     };
     v.c.out = found;
     let topo = v.build(path, raw);
@@ -109,6 +110,8 @@ struct Validator<'a, 'e> {
     ports: Vec<PortUse>,
     /// Service names (ZooKeeper `zk<id>` and brokers): one directory each.
     services: Vec<(String, Range<usize>)>,
+    /// `[cluster] broker` and where it was set.
+    broker_impl: (BrokerImpl, Range<usize>),
 }
 
 fn sp<T>(s: &S<T>) -> Range<usize> {
@@ -129,6 +132,15 @@ impl Validator<'_, '_> {
             Some(cl) => {
                 if let Some(a) = &cl.get_ref().allow_inline_secrets {
                     self.allow_inline = *a.get_ref();
+                }
+                if let Some(b) = &cl.get_ref().broker {
+                    if self
+                        .one_of(b, &["amq-broker", "activemq"], "broker")
+                        .as_deref()
+                        == Some("activemq")
+                    {
+                        self.broker_impl = (BrokerImpl::Activemq, sp(b));
+                    }
                 }
                 self.required_name(&cl.get_ref().name, sp(cl), "[cluster]")
             }
@@ -171,6 +183,7 @@ impl Validator<'_, '_> {
         Topology {
             source: path.to_path_buf(),
             cluster: cluster_name,
+            broker_impl: self.broker_impl.0,
             hosts,
             zookeeper,
             groups,
@@ -802,6 +815,16 @@ impl Validator<'_, '_> {
         let n = t.brokers.len();
         let store = match kind.as_str() {
             "replicated" => {
+                if self.broker_impl.0 == BrokerImpl::Activemq {
+                    let span = t.store.as_ref().map_or(sp(g), sp);
+                    self.c.error_related(
+                        span,
+                        format!("group `{name}` is replicated, but ActiveMQ 5.17 has no replicated store"),
+                        "use store = \"shared-file\", or the bundled broker (`broker = \"amq-broker\"`): <replicatedLevelDB> was removed from ActiveMQ in 5.17",
+                        "broker chosen",
+                        self.broker_impl.1.clone(),
+                    );
+                }
                 if zk.is_none() {
                     let span = t.store.as_ref().map_or(sp(g), sp);
                     self.c.error(

@@ -1,7 +1,8 @@
-//! The rendered activemq.xml is loadable by the real thing: Debian's ActiveMQ
-//! 5.17 runs a rendered standalone broker `a` networked (duplex,
-//! `masterslave:`) with a rendered shared-file pair `b`/`c`, all on free
-//! loopback ports. Checks: `a` and `b` answer STOMP CONNECTED, `c` waits on
+//! What amqctl renders for `broker = "activemq"` runs in the real thing:
+//! each test installs the rendered files at their destinations (as deploy
+//! does) and starts Debian's ActiveMQ 5.17 with the rendered `run.sh` — a
+//! standalone broker `a` networked (duplex, `masterslave:`) with a
+//! shared-file pair `b`/`c`, all on free loopback ports. Checks: `a` and `b` answer STOMP CONNECTED, `c` waits on
 //! the lock as slave with its connectors closed, the bridge a→b comes up,
 //! and after `kill -9` of `b` the slave `c` takes the lock and serves while
 //! the bridge follows it.
@@ -10,10 +11,44 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
 use amq_harness::activemq::{activemq_installed, stomp_connected, ActiveMq};
 use amq_harness::free_ports;
-use amqctl::render::render;
+use amqctl::render::{render, FileKind, Launch, RenderedPlan};
 use amqctl::Topology;
+
+/// Writes every service file to its destination with its mode (what deploy
+/// does on a host), and returns nothing but panics on failure.
+fn install(plan: &RenderedPlan) {
+    for f in plan.files().filter(|f| f.kind != FileKind::HostsBlock) {
+        if f.dest.as_os_str().is_empty() {
+            continue; // client files have no destination
+        }
+        std::fs::create_dir_all(f.dest.parent().unwrap()).unwrap();
+        std::fs::write(&f.dest, &f.contents).unwrap();
+        std::fs::set_permissions(&f.dest, std::fs::Permissions::from_mode(f.mode)).unwrap();
+    }
+}
+
+/// Starts a broker of the plan through its rendered run.sh, optionally
+/// inside a network namespace.
+fn start(plan: &RenderedPlan, name: &str, netns: Option<&str>) -> ActiveMq {
+    let (_, svc) = plan.service(name).unwrap();
+    let Launch::Process { script, .. } = &svc.launch else {
+        panic!("{name} is not launched as a process")
+    };
+    let cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(script);
+            c
+        }
+        None => Command::new(script),
+    };
+    ActiveMq::start(name, cmd, &svc.dir, &svc.dir.join("activemq.log")).expect("run.sh")
+}
 
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -35,6 +70,7 @@ fn rendered_configs_run_in_activemq_5_17() {
 [cluster]
 name = "it"
 base_dir = "{base}"
+broker = "activemq"
 
 [[hosts]]
 name = "local"
@@ -87,18 +123,11 @@ duplex = true
         .unwrap_or_else(|d| panic!("{d}"));
     assert!(warnings.is_empty(), "{warnings:?}");
     let plan = render(&topo).unwrap();
-    let out = tmp.path().join("plan");
-    amqctl::plan::write_plan(&plan, &out).unwrap();
-
-    let start = |name: &str| {
-        let dir = tmp.path().join(format!("amq-{name}"));
-        let config = out.join(format!("local/{name}/activemq.xml"));
-        ActiveMq::spawn(name, &dir, &config, "256m").expect("start java")
-    };
+    install(&plan);
     let (a_stomp, b_stomp, c_stomp) = (addr(p[0]), addr(p[3]), addr(p[6]));
 
-    let mut a = start("a");
-    let mut b = start("b");
+    let mut a = start(&plan, "a", None);
+    let mut b = start(&plan, "b", None);
     a.wait_stomp(a_stomp, Duration::from_secs(60)).unwrap();
     b.wait_stomp(b_stomp, Duration::from_secs(60)).unwrap();
     assert!(
@@ -108,7 +137,7 @@ duplex = true
     );
 
     // c waits on the lock: running, connectors closed.
-    let mut c = start("c");
+    let mut c = start(&plan, "c", None);
     assert!(
         c.wait_log("is locked by another server", Duration::from_secs(60)),
         "c never waited on the lock:\n{}",
@@ -154,6 +183,7 @@ fn rendered_multicast_discovery_runs_in_activemq_5_17() {
 [cluster]
 name = "mc{pid}"
 base_dir = "{base}"
+broker = "activemq"
 
 [[hosts]]
 name = "local"
@@ -184,17 +214,11 @@ interface = "lo"
     let (topo, _) = Topology::from_str(Path::new("mc.toml"), &inventory, &|_| None)
         .unwrap_or_else(|d| panic!("{d}"));
     let plan = render(&topo).unwrap();
-    let out = tmp.path().join("plan");
-    amqctl::plan::write_plan(&plan, &out).unwrap();
+    install(&plan);
 
     let ns = LoopbackNetns::create(&format!("amqctl-plan-mc-{}", std::process::id())).unwrap();
-    let start = |name: &str| {
-        let dir = tmp.path().join(format!("amq-{name}"));
-        let config = out.join(format!("local/{name}/activemq.xml"));
-        ActiveMq::spawn_in(Some(ns.name()), name, &dir, &config, "256m").expect("start java")
-    };
-    let m1 = start("m1");
-    let m2 = start("m2");
+    let m1 = start(&plan, "m1", Some(ns.name()));
+    let m2 = start(&plan, "m2", Some(ns.name()));
     for (b, peer) in [(&m1, "m2"), (&m2, "m1")] {
         assert!(
             b.wait_log(
@@ -205,7 +229,12 @@ interface = "lo"
             b.log()
         );
     }
-    assert!(ns.stomp_connected(61613), "m1 serves STOMP");
-    assert!(ns.stomp_connected(61623), "m2 serves STOMP");
+    for (b, port) in [(&m1, 61613), (&m2, 61623)] {
+        assert!(
+            ns.wait_stomp(port, Duration::from_secs(30)),
+            "no STOMP CONNECTED on {port} in the namespace:\n{}",
+            b.log()
+        );
+    }
     drop((m1, m2)); // kill the JVMs before the namespace goes
 }

@@ -644,3 +644,34 @@ fn secret_files_are_read_and_must_be_private() {
     let (_, warnings) = Topology::from_str(&inv, &text, &env).unwrap();
     assert!(warnings.is_empty());
 }
+
+#[test]
+fn activemq_has_no_replicated_store() {
+    rejected(
+        r#"[cluster]
+name = "t"
+broker = "activemq"
+
+[[hosts]]
+name = "local"
+address = "127.0.0.1"
+
+[zookeeper]
+[[zookeeper.nodes]]
+id = 1
+host = "local"
+
+[[groups]]
+name = "ha"
+store = "replicated"
+[[groups.brokers]]
+name = "b1"
+host = "local"
+"#,
+        &[
+            "inv.toml:9:1: warning: a ZooKeeper ensemble of 1 node tolerates no failure; use 3 nodes (tolerates 1) or 5 (tolerates 2)",
+            "inv.toml:15:8: warning: replicated group `ha` has 1 broker(s): no failover tolerated (tolerance = replicas - (replicas/2+1) = 0); use 3 brokers (tolerates 1 failure) or 5 (tolerates 2)",
+            "inv.toml:16:9: error: group `ha` is replicated, but ActiveMQ 5.17 has no replicated store (broker chosen at inv.toml:3:10); use store = \"shared-file\", or the bundled broker (`broker = \"amq-broker\"`): <replicatedLevelDB> was removed from ActiveMQ in 5.17",
+        ],
+    );
+}

@@ -375,10 +375,11 @@ fn every_activemq_xml_parses_back_to_its_topology() {
                         NetworkKind::Static { from, to } if *from == group.name => {
                             for t in to {
                                 let tg = topo.group(t);
+                                // amq-broker bridges speak STOMP
                                 let members: Vec<String> = tg
                                     .brokers
                                     .iter()
-                                    .map(|x| format!("tcp://{}:{}", x.hostname, x.openwire_port))
+                                    .map(|x| format!("stomp://{}:{}", x.hostname, x.stomp_port))
                                     .collect();
                                 let scheme = if tg.brokers.len() > 1 {
                                     "masterslave"

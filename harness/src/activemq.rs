@@ -1,6 +1,8 @@
-//! Debian's ActiveMQ 5.17 started from any `activemq.xml` in a private
-//! directory (the recipe of `shared/reference/anchors/amq-broker.sh`: the run
-//! jar directly, no wrapper, no service), killed by PID on drop.
+//! Debian's ActiveMQ 5.17 as a test process: started from a command (such as
+//! the `run.sh` amqctl renders for `broker = "activemq"`, which runs the jar
+//! directly as `shared/reference/anchors/amq-broker.sh` does), watched
+//! through its log, killed by PID on drop; plus a loopback-only network
+//! namespace for multicast.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -20,89 +22,24 @@ pub fn activemq_installed() -> bool {
 /// One ActiveMQ JVM.
 pub struct ActiveMq {
     dir: PathBuf,
+    log: PathBuf,
     guard: ProcessGuard,
 }
 
 impl ActiveMq {
-    /// Starts ActiveMQ on `config` with `dir` as its `activemq.base` (conf,
-    /// data, tmp, logs) and returns at once; see [`ActiveMq::wait_stomp`].
-    /// Logs go to `dir/activemq.log` (Debian's ActiveMQ uses log4j 1.2).
-    pub fn spawn(name: &str, dir: &Path, config: &Path, heap: &str) -> io::Result<ActiveMq> {
-        Self::spawn_in(None, name, dir, config, heap)
-    }
-
-    /// [`ActiveMq::spawn`] inside network namespace `netns` (`ip netns exec`,
-    /// which execs java, so the guarded PID is the JVM's).
-    pub fn spawn_in(
-        netns: Option<&str>,
-        name: &str,
-        dir: &Path,
-        config: &Path,
-        heap: &str,
-    ) -> io::Result<ActiveMq> {
-        let conf = dir.join("conf");
-        for d in [&conf, &dir.join("data"), &dir.join("tmp")] {
-            std::fs::create_dir_all(d)?;
-        }
-        std::fs::write(
-            conf.join("log4j.properties"),
-            format!(
-                "log4j.rootLogger=INFO, logfile\n\
-                 log4j.logger.org.springframework=WARN\n\
-                 log4j.logger.org.apache.xbean=WARN\n\
-                 log4j.appender.logfile=org.apache.log4j.FileAppender\n\
-                 log4j.appender.logfile.File={}/activemq.log\n\
-                 log4j.appender.logfile.layout=org.apache.log4j.PatternLayout\n\
-                 log4j.appender.logfile.layout.ConversionPattern=%d{{HH:mm:ss,SSS}} | %-5p | %m | %c%n\n",
-                dir.display()
-            ),
-        )?;
-        let d = dir.display();
+    /// Starts ActiveMQ with `cmd` (e.g. a rendered `run.sh` that `exec`s
+    /// java, so the guarded PID is the JVM's); `log` is the file its log4j
+    /// config writes. The command's stdout/stderr go to `dir/broker.out`.
+    pub fn start(name: &str, mut cmd: Command, dir: &Path, log: &Path) -> io::Result<ActiveMq> {
+        std::fs::create_dir_all(dir)?;
         let out = std::fs::File::create(dir.join("broker.out"))?;
-        let mut cmd = match netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, "java"]);
-                c
-            }
-            None => Command::new("java"),
-        };
-        cmd.arg(format!("-Xms{heap}"))
-            .arg(format!("-Xmx{heap}"))
-            .arg("-Dorg.apache.activemq.UseDedicatedTaskRunner=true")
-            .arg("--add-reads=java.xml=java.logging");
-        for m in [
-            "java.base/java.security",
-            "java.base/java.net",
-            "java.base/java.lang",
-            "java.base/java.util",
-            "java.naming/javax.naming.spi",
-            "java.rmi/sun.rmi.transport.tcp",
-            "java.base/java.util.concurrent",
-            "java.base/java.util.concurrent.atomic",
-        ] {
-            cmd.arg("--add-opens").arg(format!("{m}=ALL-UNNAMED"));
-        }
-        cmd.arg(format!("-Djava.io.tmpdir={d}/tmp"))
-            .arg(format!("-Dactivemq.classpath={d}/conf"))
-            .arg(format!("-Dactivemq.home={ACTIVEMQ_HOME}"))
-            .arg(format!("-Dactivemq.base={d}"))
-            .arg(format!("-Dactivemq.conf={d}/conf"))
-            .arg(format!("-Dactivemq.data={d}/data"))
-            .arg(format!(
-                "-Dlog4j.configuration=file:{d}/conf/log4j.properties"
-            ))
-            .arg("-jar")
-            .arg(format!("{ACTIVEMQ_HOME}/bin/activemq.jar"))
-            .arg("start")
-            .arg(format!("xbean:file:{}", config.display()))
-            .current_dir(dir)
-            .stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);
         let guard = ProcessGuard::spawn(format!("activemq:{name}"), &mut cmd)?;
         Ok(ActiveMq {
             dir: dir.to_path_buf(),
+            log: log.to_path_buf(),
             guard,
         })
     }
@@ -117,8 +54,8 @@ impl ActiveMq {
 
     /// The broker's log and its stdout/stderr, for assertions and failure messages.
     pub fn log(&self) -> String {
-        let read = |f: &str| std::fs::read_to_string(self.dir.join(f)).unwrap_or_default();
-        format!("{}{}", read("activemq.log"), read("broker.out"))
+        let read = |f: &Path| std::fs::read_to_string(f).unwrap_or_default();
+        format!("{}{}", read(&self.log), read(&self.dir.join("broker.out")))
     }
 
     /// Waits until a STOMP CONNECT on `addr` is answered, or fails with the
@@ -192,6 +129,19 @@ impl LoopbackNetns {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Polls (up to `timeout`) until a STOMP CONNECT to 127.0.0.1:`port`
+    /// inside the namespace is answered with CONNECTED.
+    pub fn wait_stomp(&self, port: u16, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.stomp_connected(port) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
     }
 
     /// Whether a STOMP CONNECT to 127.0.0.1:`port` inside the namespace is
