@@ -381,7 +381,7 @@ pub fn render_text(topo: &Topology, plan: &RenderedPlan, out: Option<&Path>) -> 
         };
         let _ = writeln!(
             o,
-            "    {n} node{} (quorum {}, tolerates {} failure{})  install {install}",
+            "  {n} node{} (quorum {}, tolerates {} failure{})  install {install}",
             plural(n),
             zk.quorum(),
             n - zk.quorum(),
@@ -389,14 +389,14 @@ pub fn render_text(topo: &Topology, plan: &RenderedPlan, out: Option<&Path>) -> 
         );
         let _ = writeln!(
             o,
-            "    tickTime {}  initLimit {}  syncLimit {}  heap {}  zkPassword {}",
+            "  tickTime {}  initLimit {}  syncLimit {}  heap {}  zkPassword {}",
             zk.tick_time,
             zk.init_limit,
             zk.sync_limit,
             zk.heap,
             secret_label(zk.password.as_ref())
         );
-        let _ = writeln!(o, "    connect {}", zk.connect_string(topo));
+        let _ = writeln!(o, "  connect {}", zk.connect_string(topo));
     }
 
     let _ = writeln!(o, "\n{}", s.head.apply_to("Groups"));
@@ -487,7 +487,7 @@ pub fn render_text(topo: &Topology, plan: &RenderedPlan, out: Option<&Path>) -> 
             .map(|u| format!("{} ({}) password ***", u.name, u.groups.join(",")))
             .collect::<Vec<_>>()
             .join("; ");
-        let _ = writeln!(o, "\n{}\n    {users}", s.head.apply_to("Users"));
+        let _ = writeln!(o, "\n{}\n  {users}", s.head.apply_to("Users"));
     }
 
     // Start order.
