@@ -34,8 +34,8 @@ use crate::deploy::service::Service;
 use crate::deploy::HostArgs;
 use crate::executor::Host;
 use crate::failure::{effects, Effect};
-use crate::send::{ConnectArgs, SEQ_HEADER};
 use crate::plan::Format;
+use crate::send::{ConnectArgs, SEQ_HEADER};
 use crate::topology::{Group, Store, Topology};
 
 use super::probe::{self, Role};
@@ -553,7 +553,7 @@ impl Watch<'_, '_> {
                             .iter()
                             .position(|s| s.name == master)
                             .expect("a member");
-                        if roles[i] == Role::Slave {
+                        if roles[i] == Role::Slave && self.attached(svc) {
                             row.rejoined_ms = Some(since(t_restart, Instant::now()));
                             break;
                         }
@@ -574,6 +574,19 @@ impl Watch<'_, '_> {
             row.rejoined_ms = row.elected_ms.map(|e| e - since(t_kill, r));
         }
         row
+    }
+
+    /// A replicated slave has rejoined once it follows a master (its
+    /// `/status` names one); other slaves once they report the role.
+    fn attached(&self, svc: &Service<'_>) -> bool {
+        if !matches!(self.group.store, Store::Replicated(_)) {
+            return true;
+        }
+        let host = self.host(svc);
+        probe::role(svc, host.as_deref().map(|h| h as &dyn Host), self.login)
+            .status
+            .and_then(|st| st.get("master").cloned())
+            .is_some_and(|m| !m.is_null())
     }
 
     /// Compares what was seen with the failure-mode table's prediction for
