@@ -481,10 +481,6 @@ impl Broker {
         self.store.as_ref()
     }
 
-    pub fn uptime(&self) -> std::time::Duration {
-        self.started.elapsed()
-    }
-
     pub fn role(&self) -> Role {
         self.role.borrow().clone()
     }
@@ -553,14 +549,11 @@ impl Broker {
         Ok(count)
     }
 
-    fn next_message_id(&self) -> MessageId {
+    /// A fresh message id for a message about to be sent
+    /// (`ID:<broker>-<start ms>-<n>`).
+    pub fn message_id(&self) -> MessageId {
         let n = self.next_message.fetch_add(1, Ordering::Relaxed);
         MessageId(format!("ID:{}-{}-{}", self.settings.name, self.boot_ms, n))
-    }
-
-    /// A fresh message id for a message about to be sent.
-    pub fn message_id(&self) -> MessageId {
-        self.next_message_id()
     }
 
     /// Registers a client connection; deliveries arrive on the receiver.
@@ -619,11 +612,6 @@ impl Broker {
         for c in self.lock().conns.values() {
             let _ = c.outbound.send(Outbound::Close(reason.to_owned()));
         }
-    }
-
-    /// Client connections (not the broker's own).
-    pub fn connection_count(&self) -> usize {
-        self.lock().conns.values().filter(|c| !c.internal).count()
     }
 
     /// Accepts a message from a producer. Non-persistent messages first wait
