@@ -542,12 +542,10 @@ fn five_members_never_split_brain_nor_lose_a_receipt() {
 
 #[test]
 fn mutants_are_caught() {
-    for mutant in [Mutant::ReceiptWithoutAcks] {
-        assert!(
-            check_model(3, 20_000, 300, mutant).is_err(),
-            "{mutant:?} was not caught: the model is too weak"
-        );
-    }
+    assert!(
+        check_model(3, 20_000, 300, Mutant::ReceiptWithoutAcks).is_err(),
+        "receipts without acks were not caught: the model is too weak"
+    );
 }
 
 /// The model does make progress: a scripted cold start elects a master that

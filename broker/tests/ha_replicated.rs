@@ -15,7 +15,7 @@ const SESSION: Duration = Duration::from_secs(2);
 /// STOMP, slaves do not (or, with slaveRedirect, name the master).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cold_start_elects_exactly_one_master_and_slaves_refuse_clients() {
-    let _serial = serial();
+    let _serial = serial().await;
     let g = Group::start(GroupOptions {
         slave_redirect: true,
         ..GroupOptions::default()
@@ -52,10 +52,10 @@ async fn cold_start_elects_exactly_one_master_and_slaves_refuse_clients() {
 
 /// One group at a time: each runs three JVMs and three brokers, and the
 /// timing assertions need the machine not to be swamped.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
 }
 
 fn redirecting() -> Group {
@@ -94,7 +94,7 @@ fn receipted(sent: &Arc<Mutex<Sent>>) -> usize {
 /// election (given the higher weight).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_master_under_load_then_rejoin_and_win_again() {
-    let _serial = serial();
+    let _serial = serial().await;
     let mut g = redirecting();
     let m = g.wait_master(Duration::from_secs(30));
     let (sent, stop, producer) = start_producer(&g);
@@ -185,7 +185,7 @@ async fn kill_master_under_load_then_rejoin_and_win_again() {
 /// back, service resumes with the data.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn quorum_lost_means_no_master_until_a_second_broker_returns() {
-    let _serial = serial();
+    let _serial = serial().await;
     let mut g = redirecting();
     let m = g.wait_master(Duration::from_secs(30));
     let c = Connection::connect(
@@ -252,7 +252,7 @@ async fn quorum_lost_means_no_master_until_a_second_broker_returns() {
 /// others elect a new master; when it resumes it never receipts a write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_frozen_master_is_replaced_and_never_receipts_after_it_resumes() {
-    let _serial = serial();
+    let _serial = serial().await;
     let g = redirecting();
     let m = g.wait_master(Duration::from_secs(30));
     let addr = g.brokers[m].stomp_addr().to_string();
@@ -331,7 +331,7 @@ async fn a_frozen_master_is_replaced_and_never_receipts_after_it_resumes() {
 /// the master stays master and receipts keep coming.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_the_zookeeper_leader_does_not_interrupt_service() {
-    let _serial = serial();
+    let _serial = serial().await;
     let mut g = redirecting();
     let m = g.wait_master(Duration::from_secs(30));
     let (sent, stop, producer) = start_producer(&g);
