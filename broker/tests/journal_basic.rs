@@ -106,9 +106,7 @@ async fn concurrent_appends_share_fsyncs() {
 async fn fully_acknowledged_segments_are_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(dir.path(), small_segments(4096)).unwrap();
-    for i in 0..200 {
-        append(&j, vec![enq("q", &i.to_string())]).await;
-    }
+    enqueue_numbered(&j, 200).await;
     let before = segment_files(dir.path()).len();
     assert!(before > 5, "segments did not roll: {before}");
     for i in 0..200 {
@@ -203,9 +201,7 @@ async fn torn_tail_is_truncated_and_appends_continue() {
     let dir = tempfile::tempdir().unwrap();
     {
         let j = open(dir.path());
-        for i in 0..10 {
-            append(&j, vec![enq("q", &i.to_string())]).await;
-        }
+        enqueue_numbered(&j, 10).await;
     }
     let file = dir.path().join(&segment_files(dir.path())[0]);
     let len = fs::metadata(&file).unwrap().len();
@@ -252,9 +248,7 @@ async fn corruption_in_an_older_segment_is_an_error_naming_file_and_offset() {
     let dir = tempfile::tempdir().unwrap();
     {
         let j = Journal::open(dir.path(), small_segments(1024)).unwrap();
-        for i in 0..30 {
-            append(&j, vec![enq("q", &i.to_string())]).await;
-        }
+        enqueue_numbered(&j, 30).await;
     }
     let files = segment_files(dir.path());
     assert!(files.len() > 2);
@@ -284,9 +278,7 @@ async fn damage_in_the_middle_of_the_newest_segment_is_refused_unless_repair() {
     let dir = tempfile::tempdir().unwrap();
     {
         let j = open(dir.path());
-        for i in 0..10 {
-            append(&j, vec![enq("q", &i.to_string())]).await;
-        }
+        enqueue_numbered(&j, 10).await;
     }
     let file = dir.path().join(&segment_files(dir.path())[0]);
     let mut data = fs::read(&file).unwrap();

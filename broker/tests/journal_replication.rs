@@ -95,9 +95,7 @@ async fn replicated_entries_must_continue_the_log() {
     let (md, sd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let master = open(md.path());
     let slave = open(sd.path());
-    for i in 0..4 {
-        append(&master, vec![enq("q", &i.to_string())]).await;
-    }
+    enqueue_numbered(&master, 4).await;
     let entries = master.read_after(Position(2), 1 << 20).unwrap();
     let err = slave.append_replicated(entries).await.unwrap_err();
     assert!(
@@ -136,9 +134,7 @@ async fn divergent_tail_is_truncated_and_replaced_by_the_masters_history() {
     let (md, sd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let master = open(md.path());
     let slave = open(sd.path());
-    for i in 0..10 {
-        append(&master, vec![enq("q", &i.to_string())]).await;
-    }
+    enqueue_numbered(&master, 10).await;
     catch_up(&master, &slave).await;
     // The slave was master for a while (old epoch) and wrote a tail the new
     // master never had: an ack and a new message.
@@ -164,9 +160,7 @@ async fn divergent_tail_is_truncated_and_replaced_by_the_masters_history() {
 async fn truncation_at_a_segment_boundary_and_noop_truncation() {
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(dir.path(), small_segments(512)).unwrap();
-    for i in 0..20 {
-        append(&j, vec![enq("q", &i.to_string())]).await;
-    }
+    enqueue_numbered(&j, 20).await;
     let files = segment_files(dir.path());
     assert!(files.len() > 3);
     let boundary: u64 = files[2].trim_end_matches(".log").parse().unwrap();
@@ -187,9 +181,7 @@ async fn truncation_at_a_segment_boundary_and_noop_truncation() {
 async fn truncation_below_deleted_acknowledgements_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(dir.path(), small_segments(512)).unwrap();
-    for i in 0..10 {
-        append(&j, vec![enq("q", &i.to_string())]).await;
-    }
+    enqueue_numbered(&j, 10).await;
     for i in 0..10 {
         append(&j, vec![ack("q", &i.to_string())]).await;
     }
@@ -215,9 +207,7 @@ async fn slave_behind_a_deleted_segment_resets_and_copies_everything() {
     let (md, sd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let master = Journal::open(md.path(), opts.clone()).unwrap();
     let slave = Journal::open(sd.path(), opts.clone()).unwrap();
-    for i in 0..30 {
-        append(&master, vec![enq("q", &i.to_string())]).await;
-    }
+    enqueue_numbered(&master, 30).await;
     let early = master.read_after(Position::ZERO, 1).unwrap();
     slave.append_replicated(early).await.unwrap();
     // The slave goes away; the master acknowledges and deletes segments.

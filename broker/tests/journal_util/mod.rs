@@ -68,6 +68,13 @@ pub fn segment_files(dir: &Path) -> Vec<String> {
     v
 }
 
+/// Appends messages `0..n` on queue `q`, one batch each.
+pub async fn enqueue_numbered(j: &dyn Store, n: usize) {
+    for i in 0..n {
+        append(j, vec![enq("q", &i.to_string())]).await;
+    }
+}
+
 pub async fn append(j: &dyn Store, records: Vec<Record>) -> u64 {
     j.append(records).await.expect("append").0
 }
