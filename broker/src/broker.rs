@@ -607,6 +607,23 @@ impl Broker {
         self.finish(&mut st)
     }
 
+    /// Deletes a queue and what waits on it (a temporary queue whose
+    /// connection closed). Its consumers stay subscribed to nothing.
+    pub fn remove_queue(&self, name: &str) -> Completion {
+        let mut st = self.lock();
+        let st = &mut *st;
+        if let Some(q) = st.queues.remove(name) {
+            for (_, e) in q.pending {
+                let m = e.message();
+                if m.persistent && self.store.is_some() {
+                    st.records
+                        .push(Record::ack(m.destination.clone(), m.id.clone()));
+                }
+            }
+        }
+        self.finish(st)
+    }
+
     /// Asks every connection to close with `reason` (demotion, shutdown).
     pub fn close_all(&self, reason: &str) {
         for c in self.lock().conns.values() {

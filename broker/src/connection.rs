@@ -182,6 +182,8 @@ pub async fn serve(
     }));
 
     let mut handler = Handler {
+        temp_prefix: format!("ID:{}-{}-{conn}:", broker.name(), crate::broker::now_ms()),
+        temporary: Default::default(),
         broker: broker.clone(),
         conn,
         version: session.version,
@@ -245,10 +247,14 @@ pub async fn serve(
         }
     }
     closing.store(true, Ordering::Relaxed);
+    let temporary = std::mem::take(&mut handler.temporary);
     drop(handler);
     // Redeliver what this client did not acknowledge; the completion only
     // matters for the store's failure path, which reports itself.
     let _ = broker.disconnect(conn);
+    for name in temporary {
+        let _ = broker.remove_queue(&name);
+    }
     let _ = writer_task.await;
     tracing::debug!(%peer, conn, "closed");
 }
@@ -338,6 +344,10 @@ struct Handler {
     conn: ConnId,
     version: Version,
     answers: mpsc::Sender<Answer>,
+    /// Queue name prefix of this connection's temporary queues.
+    temp_prefix: String,
+    /// Temporary queues this connection created: deleted when it closes.
+    temporary: std::collections::BTreeSet<String>,
 }
 
 fn required<'f>(f: &'f Frame, name: &str) -> Result<&'f str, ProtocolError> {
@@ -366,8 +376,30 @@ impl Handler {
             .await;
     }
 
+    /// ActiveMQ's temporary queues for request/reply: `/temp-queue/NAME`
+    /// names a queue private to this connection (deleted when it closes);
+    /// in a `reply-to` it becomes `/queue/<unique name>`, which the replier
+    /// sends to (also accepted as `/remote-temp-queue/<unique name>`).
+    fn map_temporary(&mut self, f: &mut Frame) {
+        for (k, v) in &mut f.headers {
+            if k != "destination" && k != "reply-to" {
+                continue;
+            }
+            if let Some(name) = v.strip_prefix("/temp-queue/") {
+                let queue = format!("{}{name}", self.temp_prefix);
+                *v = format!("/queue/{queue}");
+                self.temporary.insert(queue);
+            } else if let Some(name) = v.strip_prefix("/remote-temp-queue/") {
+                *v = format!("/queue/{name}");
+            }
+        }
+    }
+
     /// Handles one client frame; `Ok(false)` ends the connection.
-    async fn handle(&mut self, f: Frame) -> Result<bool, ProtocolError> {
+    async fn handle(&mut self, mut f: Frame) -> Result<bool, ProtocolError> {
+        if matches!(f.command, Command::Send | Command::Subscribe) {
+            self.map_temporary(&mut f);
+        }
         if !f.command.allows_body() && !f.body.is_empty() {
             return Err(ProtocolError::new(format!(
                 "{} frames must not have a body",

@@ -916,3 +916,55 @@ async fn cumulative_nack_on_a_topic_redelivers_in_order() {
     }
     b.stop().await;
 }
+
+#[tokio::test]
+async fn temporary_queues_carry_replies_and_vanish_with_their_connection() {
+    let b = TestBroker::start().await;
+    let mut service = b.client().await;
+    service
+        .subscribe("/queue/service", "svc", "auto", &[])
+        .await;
+    let mut requester = b.client().await;
+    let mut other = b.client().await;
+    requester
+        .subscribe("/temp-queue/replies", "r", "auto", &[])
+        .await;
+    other
+        .subscribe("/temp-queue/replies", "r", "auto", &[])
+        .await;
+    requester
+        .send(
+            "/queue/service",
+            "ping",
+            &[("reply-to", "/temp-queue/replies")],
+        )
+        .await;
+    let request = service.recv_message().await;
+    let reply_to = request.header("reply-to").unwrap().to_owned();
+    assert!(reply_to.starts_with("/queue/ID:test-"), "{reply_to}");
+    service.send(&reply_to, "pong", &[]).await;
+    assert_eq!(body(&requester.recv_message().await), "pong");
+    other.expect_nothing(SHORT).await;
+    // The ActiveMQ spelling for the replier works too.
+    let remote = reply_to.replace("/queue/", "/remote-temp-queue/");
+    service.send(&remote, "pong2", &[]).await;
+    assert_eq!(body(&requester.recv_message().await), "pong2");
+    let temp_queues = |b: &TestBroker| {
+        b.broker
+            .status()
+            .destinations
+            .iter()
+            .filter(|d| d.name.starts_with("ID:"))
+            .count()
+    };
+    assert_eq!(temp_queues(&b), 2);
+    requester.disconnect().await;
+    other.disconnect().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        temp_queues(&b),
+        0,
+        "temporary queues outlived their connections"
+    );
+    b.stop().await;
+}

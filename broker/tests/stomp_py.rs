@@ -62,6 +62,7 @@ fn stomp_py_scenarios_against_the_broker_process() {
         "topics",
         "binary_body",
         "selectors",
+        "request_reply",
     ] {
         run(&b, scenario, "app", "secret");
     }

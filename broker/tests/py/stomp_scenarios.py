@@ -230,6 +230,21 @@ def selectors():
     p.disconnect()
 
 
+def request_reply():
+    svc, sl = connect()
+    svc.subscribe("/queue/py.service", id="svc", ack="auto")
+    req, rl = connect()
+    req.subscribe("/temp-queue/answers", id="a", ack="auto")
+    time.sleep(0.1)
+    send_receipted(req, rl, "/queue/py.service", "question", "q", **{"reply-to": "/temp-queue/answers"})
+    (q,) = sl.wait_messages(1)
+    send_receipted(svc, sl, q.headers["reply-to"], "answer", "a", **{"correlation-id": q.headers["message-id"]})
+    (a,) = rl.wait_messages(1)
+    assert a.body == "answer" and a.headers["correlation-id"] == q.headers["message-id"], a.headers
+    req.disconnect()
+    svc.disconnect()
+
+
 def auth_refused():
     try:
         connect()
@@ -239,7 +254,7 @@ def auth_refused():
     raise AssertionError("connected with bad credentials")
 
 
-SCENARIOS = {f.__name__: f for f in (every_frame, ack_modes, redelivery_on_disconnect, dead_letter, topics, binary_body, selectors, auth_refused)}
+SCENARIOS = {f.__name__: f for f in (every_frame, ack_modes, redelivery_on_disconnect, dead_letter, topics, binary_body, selectors, request_reply, auth_refused)}
 
 if __name__ == "__main__":
     SCENARIOS[SCENARIO]()
