@@ -11,26 +11,15 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use amq_harness::activemq::{activemq_installed, stomp_connected, ActiveMq};
 use amq_harness::free_ports;
-use amqctl::render::{render, FileKind, Launch, RenderedPlan};
+use amqctl::render::{render, Launch, RenderedPlan};
 use amqctl::Topology;
 
-/// Writes every service file to its destination with its mode (what deploy
-/// does on a host), and returns nothing but panics on failure.
-fn install(plan: &RenderedPlan) {
-    for f in plan.files().filter(|f| f.kind != FileKind::HostsBlock) {
-        if f.dest.as_os_str().is_empty() {
-            continue; // client files have no destination
-        }
-        std::fs::create_dir_all(f.dest.parent().unwrap()).unwrap();
-        std::fs::write(&f.dest, &f.contents).unwrap();
-        std::fs::set_permissions(&f.dest, std::fs::Permissions::from_mode(f.mode)).unwrap();
-    }
-}
+mod plan_support;
+use plan_support::install;
 
 /// Starts a broker of the plan through its rendered run.sh, optionally
 /// inside a network namespace.
