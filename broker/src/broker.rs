@@ -928,7 +928,14 @@ impl Broker {
             }
         }
         for sub in st.subs.values_mut() {
+            let before = sub.pending.len();
             sub.pending.retain(|e| !e.message().is_expired(now));
+            let gone = (before - sub.pending.len()) as u64;
+            if let (Destination::Topic(n), true) = (&sub.destination, gone > 0) {
+                if let Some(t) = st.topics.get_mut(n) {
+                    t.counters.expired += gone;
+                }
+            }
         }
         for e in expired {
             self.dead_letter(st, e, true);

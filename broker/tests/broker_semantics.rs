@@ -968,3 +968,36 @@ async fn temporary_queues_carry_replies_and_vanish_with_their_connection() {
     );
     b.stop().await;
 }
+
+#[tokio::test]
+async fn expiry_sweep_drops_waiting_topic_messages_and_counts_them() {
+    let b = TestBroker::start().await;
+    let mut slow = b.client().await;
+    slow.subscribe(
+        "/topic/ticks",
+        "s",
+        "client",
+        &[("activemq.prefetchSize", "1")],
+    )
+    .await;
+    let mut p = b.client().await;
+    let soon = (amq_broker::broker::now_ms() + 100).to_string();
+    for i in 0..3 {
+        p.send("/topic/ticks", &format!("{i}"), &[("expires", &soon)])
+            .await;
+    }
+    let first = slow.recv_message().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = b.broker.expire();
+    let t = b
+        .broker
+        .status()
+        .destinations
+        .into_iter()
+        .find(|d| d.name == "ticks")
+        .unwrap();
+    assert_eq!((t.counters.expired, t.depth), (2, 1), "{t:?}");
+    slow.ack(&first).await;
+    slow.expect_nothing(SHORT).await;
+    b.stop().await;
+}
