@@ -1122,3 +1122,77 @@ pub fn require(c: &Cluster<'_>, args: &FailoverArgs) -> anyhow::Result<Outcome> 
     }
     Ok(outcome)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tally_counts_duplicates_apart_from_reordering() {
+        let mut t = Tally::default();
+        for seq in [1, 2, 3, 2, 3, 4, 6, 5] {
+            t.record(seq);
+        }
+        // 2 and 3 again are duplicates (a redelivery), not disorder; 5 after 6 is.
+        assert_eq!(t.out_of_order, 1);
+        let dups: u32 = t.seen.values().map(|n| n - 1).sum();
+        assert_eq!(dups, 2);
+        assert_eq!(t.seen.len(), 6);
+    }
+
+    #[test]
+    fn the_default_bound_follows_the_store() {
+        let (topo, _) = Topology::from_str(
+            std::path::Path::new("t.toml"),
+            r#"
+[cluster]
+name = "t"
+[[hosts]]
+name = "h"
+address = "127.0.0.1"
+[zookeeper]
+[[zookeeper.nodes]]
+id = 1
+host = "h"
+[[groups]]
+name = "r"
+store = "replicated"
+zk_session_timeout = "3s"
+[[groups.brokers]]
+name = "r1"
+host = "h"
+[[groups.brokers]]
+name = "r2"
+host = "h"
+port_offset = 10
+[[groups.brokers]]
+name = "r3"
+host = "h"
+port_offset = 20
+[[groups]]
+name = "s"
+store = "shared-file"
+lock_acquire_sleep_interval = 2000
+[[groups.brokers]]
+name = "s1"
+host = "h"
+port_offset = 30
+[[groups.brokers]]
+name = "s2"
+host = "h"
+port_offset = 40
+"#,
+            &|_| None,
+        )
+        .map_err(|d| d.render())
+        .unwrap();
+        assert_eq!(default_bound(topo.group("r")), Duration::from_secs(8));
+        assert_eq!(default_bound(topo.group("s")), Duration::from_secs(7));
+        assert_eq!(pick_group(&topo, None).unwrap().name, "r");
+        let err = pick_group(&topo, Some("x")).unwrap_err().to_string();
+        assert!(
+            err.contains("no group named `x`") && err.contains("r, s"),
+            "{err}"
+        );
+    }
+}
