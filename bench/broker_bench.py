@@ -10,8 +10,9 @@ a free 127.0.0.1 port). For each broker:
     1+1 and 8+8 clients, --size byte bodies, every SEND receipted, median of
     --reps runs of --count messages (each run bounded by --max-time);
   * an independent check with stomp.py (bench/stomp_check.py), 1+1.
-Then the same matrix against `amqctl bench --sink` (a STOMP endpoint that
-receipts and forwards at once): the load tool's own ceiling.
+Then the same matrix against `amqctl bench --serve-sink` in its own process
+(a STOMP endpoint that receipts and forwards at once, a broker that costs
+next to nothing): the load tool's own ceiling on this machine.
 
 Loopback only; every process is started here and stopped by PID (SIGTERM,
 then SIGKILL after 20 s), also on errors and Ctrl-C.
@@ -73,12 +74,15 @@ def stomp_ready(port):
 
 
 class Broker:
-    def __init__(self, kind, root, bin_dir, heap):
-        self.kind, self.root, self.bin_dir, self.heap = kind, root, bin_dir, heap
+    def __init__(self, kind, root, args):
+        self.kind, self.root, self.bin_dir, self.heap = kind, root, args.bin_dir, args.heap
+        self.amqctl = args.amqctl
         self.proc = None
 
     def command(self, d):
         conf, data = os.path.join(d, "conf"), os.path.join(d, "data")
+        if self.kind == "sink":
+            return [self.amqctl, "bench", "--serve-sink", "127.0.0.1:%d" % self.port]
         if self.kind == "amq-broker":
             return [os.path.join(self.bin_dir, "amq-broker"), "--config", os.path.join(conf, "activemq.xml"),
                     "-Dactivemq.data=" + data]
@@ -140,7 +144,7 @@ class Broker:
 
 
 def amqctl_bench(amqctl, target, persistent, producers, consumers, args):
-    cmd = [amqctl, "bench"] + (["--sink"] if target is None else [target])
+    cmd = [amqctl, "bench", target]
     cmd += ["-n", str(args.count), "-p", str(producers), "-c", str(consumers), "--size", str(args.size),
             "--in-flight", str(args.in_flight), "--max-time", str(args.max_time), "--json"]
     if persistent:
@@ -180,7 +184,7 @@ def median_report(reports):
 
 
 def measure(kind, args, root):
-    b = Broker(kind, root, args.bin_dir, args.heap)
+    b = Broker(kind, root, args)
     starts, rss = [], []
     for _ in range(args.starts):
         starts.append(b.start())
@@ -273,9 +277,12 @@ def main():
         for kind in args.brokers.split(","):
             print("measuring %s ..." % kind, flush=True)
             results[kind] = measure(kind, args, root)
-        print("measuring the load tool against its sink ...", flush=True)
+        print("measuring the load tool against the sink (amqctl bench --serve-sink) ...", flush=True)
+        sink = Broker("sink", root, args)
+        sink.start()
         results["sink"] = {"rows": {row_name(*m): median_report(
-            [amqctl_bench(args.amqctl, None, *m, args) for _ in range(args.reps)]) for m in MATRIX}}
+            [amqctl_bench(args.amqctl, sink.url(), *m, args) for _ in range(args.reps)]) for m in MATRIX}}
+        sink.stop()
     finally:
         for b in list(RUNNING):
             b.stop()

@@ -5,8 +5,11 @@
 //! receipted throughput and the SEND→RECEIPT latency, plus end-to-end
 //! latency and a loss/duplicate check from sequence headers.
 //!
-//! `amqctl bench --sink` runs the same load against a built-in STOMP sink
-//! that receipts and forwards at once: the load tool's own ceiling.
+//! `amqctl bench --serve-sink 127.0.0.1:PORT` runs a STOMP sink that
+//! receipts and forwards at once — a broker that costs next to nothing — so
+//! the same load against it shows the load tool's own ceiling
+//! (`bench/broker.sh` runs it as a separate process beside the brokers);
+//! `amqctl bench --sink` does both in one process.
 
 mod sink;
 
@@ -23,12 +26,16 @@ use std::time::{Duration, Instant};
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// stomp://HOST:PORT or a failover: URL (omit with --sink).
-    #[arg(required_unless_present = "sink")]
+    #[arg(required_unless_present_any = ["sink", "serve_sink"])]
     pub url: Option<String>,
     /// Measure against a built-in STOMP sink on a loopback port instead of a
     /// broker, to show how fast the load tool itself is.
     #[arg(long)]
     pub sink: bool,
+    /// Only serve the sink on this loopback address until interrupted
+    /// (SIGTERM or Ctrl-C), for measuring from another process.
+    #[arg(long, value_name = "127.0.0.1:PORT", conflicts_with_all = ["url", "sink"])]
+    pub serve_sink: Option<std::net::SocketAddr>,
     /// Destination; a fresh queue per run by default.
     #[arg(long)]
     pub destination: Option<String>,
@@ -143,8 +150,21 @@ const SEQ: &str = "bench-seq";
 const TS: &str = "bench-ts";
 
 async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(addr) = args.serve_sink {
+        if !addr.ip().is_loopback() {
+            bail!("the sink listens on loopback addresses only, not {addr}");
+        }
+        let sink = sink::Sink::start(addr).await?;
+        eprintln!("STOMP sink listening on {}", sink.addr());
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        return Ok(());
+    }
     let (url, _sink) = if args.sink {
-        let sink = sink::Sink::start().await?;
+        let sink = sink::Sink::start(([127, 0, 0, 1], 0).into()).await?;
         (format!("stomp://{}", sink.addr()), Some(sink))
     } else {
         (args.url.clone().expect("clap requires URL"), None)

@@ -45,8 +45,8 @@ impl Registry {
 }
 
 impl Sink {
-    pub async fn start() -> std::io::Result<Sink> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+    pub async fn start(addr: SocketAddr) -> std::io::Result<Sink> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let registry = Arc::new(Mutex::new(Registry::default()));
         let task = tokio::spawn(async move {
