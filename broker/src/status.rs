@@ -187,6 +187,46 @@ pub fn prometheus_text(s: &BrokerStatus) -> String {
         "Messages moved to a dead-letter queue after too many redeliveries.",
         &per_dest(&|d| d.counters.dead_lettered as f64),
     );
+    let per_bridge = |f: &dyn Fn(&crate::network::BridgeStatus) -> u64| -> Vec<(String, f64)> {
+        s.bridges
+            .iter()
+            .map(|b| {
+                (
+                    format!(
+                        ",connector=\"{}\",peer=\"{}\",direction=\"{}\"",
+                        escape_label(&b.name),
+                        escape_label(b.peer.as_deref().unwrap_or("")),
+                        b.direction
+                    ),
+                    f(b) as f64,
+                )
+            })
+            .collect()
+    };
+    family(
+        "bridge_forwarded_out_total",
+        "counter",
+        "Messages a network bridge forwarded to its peer (receipted).",
+        &per_bridge(&|b| b.forwarded_out),
+    );
+    family(
+        "bridge_forwarded_in_total",
+        "counter",
+        "Messages received from a network bridge's peer.",
+        &per_bridge(&|b| b.forwarded_in),
+    );
+    family(
+        "bridge_up",
+        "gauge",
+        "1 while an outbound network bridge is connected.",
+        &per_bridge(&|b| u64::from(b.state == "up")),
+    );
+    family(
+        "network_duplicates_total",
+        "counter",
+        "Copies of network-forwarded messages dropped by message id.",
+        &one(s.network_duplicates as f64),
+    );
     out
 }
 

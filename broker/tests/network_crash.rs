@@ -42,7 +42,7 @@ async fn receiver_killed_mid_stream_loses_nothing() {
     // may be left (on b2, or on b1 still to be forwarded).
     let c2 = connect(b2.stomp_addr()).await;
     let mut sub = subscribe(&c2, "/queue/stream", AckMode::ClientIndividual).await;
-    wait_until("b1 to drain", Duration::from_secs(10), || {
+    wait_until("b1 to drain", Duration::from_secs(30), || {
         depth(&b1, "stream") == 0
     });
     let left = consume(&c2, &mut sub, N, Duration::from_secs(1)).await;
@@ -50,7 +50,7 @@ async fn receiver_killed_mid_stream_loses_nothing() {
         left.keys().all(|b| got.contains_key(b)),
         "new messages after the drain: {left:?}"
     );
-    wait_until("b2 to drain", Duration::from_secs(10), || {
+    wait_until("b2 to drain", Duration::from_secs(30), || {
         depth(&b2, "stream") == 0
     });
     let bridge = &bridges(&b1)[0];
@@ -98,7 +98,7 @@ async fn sender_killed_mid_stream_loses_nothing_and_duplicates_are_dropped() {
     // b2 never crashed, so its consumer sees no copy of a receipted message.
     let copies: Vec<_> = sent.iter().filter(|b| got[*b] > 1).collect();
     assert!(copies.is_empty(), "copies reached the consumer: {copies:?}");
-    wait_until("both queues to drain", Duration::from_secs(10), || {
+    wait_until("both queues to drain", Duration::from_secs(30), || {
         depth(&b1, "stream") == 0 && depth(&b2, "stream") == 0
     });
     eprintln!(

@@ -8,7 +8,7 @@ use super::{
     TTL_HEADER,
 };
 use crate::broker::{
-    AckMode, AckRef, Broker, ConnId, ConsumerEvent, Delivery, NetworkTarget, Outbound,
+    AckMode, Broker, ConnId, ConsumerEvent, Delivery, NetworkTarget, Outbound, SubId,
     SubscribeOptions,
 };
 use crate::client::{self, OutgoingMessage};
@@ -17,12 +17,15 @@ use crate::failover::{EventKind, FailoverClient, FailoverEvent, Subscription};
 use crate::message::{Destination, Message, MessageId};
 use crate::stomp;
 use futures::stream::FuturesUnordered;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
+
+/// Deliveries forwarded, and forwards acknowledged, per turn of the loop.
+const BATCH: usize = 256;
 
 /// ActiveMQ's `consumerPriorityBase` for network demand.
 const NETWORK_PRIORITY_BASE: i32 = -5;
@@ -312,6 +315,7 @@ pub async fn session(
     let pull_stop = CancellationToken::new();
     let mut pulls = tokio::task::JoinSet::new();
 
+    let mut failed = None;
     let ended = loop {
         let mut duplex_changed = false;
         tokio::select! {
@@ -344,18 +348,50 @@ pub async fn session(
                 let want = with_static(nc, remote, wanted(nc, &remote_consumers, remote, &local));
                 demand.reconcile(&broker, nc, remote, want);
             }
-            o = outbound.recv() => match o {
-                Some(Outbound::Deliver(d)) => forwards.push(forward(client.clone(), d, local.clone())),
-                Some(Outbound::Close(reason)) => break Ended::Lost(reason),
-                None => break Ended::Lost("the local connection closed".into()),
-            },
-            Some(r) = forwards.next(), if !forwards.is_empty() => match r {
-                Ok(tag) => {
-                    stats.forwarded_out.fetch_add(1, Ordering::Relaxed);
-                    let _ = broker.acknowledge(conn, AckRef::Tag(tag), None, false);
+            o = outbound.recv() => {
+                // Everything dispatched so far, without a trip through select.
+                let mut next = o;
+                for taken in 1.. {
+                    match next {
+                        Some(Outbound::Deliver(d)) => forwards.push(forward(client.clone(), d, local.clone())),
+                        Some(Outbound::Close(reason)) => { failed = Some(reason); break; }
+                        None => { failed = Some("the local connection closed".into()); break; }
+                    }
+                    if taken == BATCH {
+                        break;
+                    }
+                    next = match outbound.try_recv() {
+                        Ok(o) => Some(o),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    };
                 }
-                Err(e) => break Ended::Lost(format!("forwarding failed: {e}")),
-            },
+                if let Some(reason) = failed.take() {
+                    break Ended::Lost(reason);
+                }
+            }
+            Some(r) = forwards.next(), if !forwards.is_empty() => {
+                // Acknowledge every finished forward in one broker call.
+                let mut done = Vec::new();
+                let mut next = Some(r);
+                while let Some(r) = next.take() {
+                    match r {
+                        Ok(d) => done.push(d),
+                        Err(e) => {
+                            failed = Some(format!("forwarding failed: {e}"));
+                            break;
+                        }
+                    }
+                    if done.len() < BATCH {
+                        next = forwards.next().now_or_never().flatten();
+                    }
+                }
+                stats.forwarded_out.fetch_add(done.len() as u64, Ordering::Relaxed);
+                let _ = broker.delivered(&done);
+                if let Some(reason) = failed.take() {
+                    break Ended::Lost(reason);
+                }
+            }
             e = async { local_events.as_mut().expect("duplex").recv().await }, if local_events.is_some() => {
                 match e {
                     Some(ConsumerEvent::Added(c)) => {
@@ -420,11 +456,17 @@ async fn forward(
     client: FailoverClient,
     d: Delivery,
     local: String,
-) -> Result<u64, crate::failover::FailoverError> {
-    client
-        .send_receipted(outgoing(&d.message.message, &local))
-        .await
-        .map(|()| d.tag)
+) -> Result<(SubId, u64), crate::failover::FailoverError> {
+    let m = &d.message.message;
+    // A persistent message leaves here only once the peer stored it; a
+    // non-persistent one is not durable anywhere, so it is not worth a
+    // round trip (ActiveMQ's alwaysSyncSend=false).
+    if m.persistent {
+        client.send_receipted(outgoing(m, &local)).await?;
+    } else {
+        client.send(outgoing(m, &local)).await?;
+    }
+    Ok((d.sub, d.tag))
 }
 
 struct PullContext<'a> {

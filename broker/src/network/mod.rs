@@ -24,11 +24,13 @@
 //!    [`NetworkTarget`](crate::broker::NetworkTarget) that refuses messages
 //!    which already passed B or `messageTTL` brokers. Consumers whose path is
 //!    `consumerTTL` long, or holds A, are ignored (no loops).
-//! 3. **Forwards** what those subscriptions receive: SEND to B with a receipt
-//!    request, keeping the message id, timestamp and the broker path plus A
-//!    ([`PATH_HEADER`], [`FROM_HEADER`]). B's audit drops a copy it already
-//!    has (same id, same hop count); B answers the receipt once the message
-//!    is durable, and only then does A acknowledge (remove) it. Either broker
+//! 3. **Forwards** what those subscriptions receive: SEND to B, keeping the
+//!    message id, timestamp and the broker path plus A ([`PATH_HEADER`],
+//!    [`FROM_HEADER`]). B's audit drops a copy it already has (same id, same
+//!    hop count). A persistent message carries a receipt request; B answers
+//!    once the message is durable, and only then does A acknowledge (remove)
+//!    it. A non-persistent one is acknowledged once written (it is not
+//!    durable anywhere; ActiveMQ's `alwaysSyncSend=false`). Either broker
 //!    may be killed at any point: A still has the message until B's receipt,
 //!    and a resend after a lost receipt is a dropped copy on B.
 //! 4. **Duplex** (`duplex="true"`, configured on A only): over the same

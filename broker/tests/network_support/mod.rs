@@ -177,7 +177,7 @@ pub fn duplicates(got: &BTreeMap<String, usize>) -> usize {
 pub type Got = Arc<Mutex<BTreeMap<String, usize>>>;
 
 /// Consumes `destination` through a failover URL until `want` distinct
-/// bodies arrived or nothing came for 5 s (a restart and the bridge's
+/// bodies arrived or nothing came for 15 s (a restart and the bridge's
 /// reconnect take well under that).
 pub fn spawn_consumer(
     url: String,
@@ -199,7 +199,7 @@ pub fn spawn_consumer(
             if g.lock().unwrap().len() >= want {
                 break;
             }
-            match tokio::time::timeout(Duration::from_secs(5), sub.recv()).await {
+            match tokio::time::timeout(Duration::from_secs(15), sub.recv()).await {
                 Ok(Some(d)) => {
                     let body = String::from_utf8_lossy(d.body()).into_owned();
                     *g.lock().unwrap().entry(body).or_default() += 1;
