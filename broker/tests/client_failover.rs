@@ -262,3 +262,93 @@ async fn follows_a_slaves_error_naming_the_master() {
     }
     client.close().await;
 }
+
+/// `priorityBackup`: connected to a non-priority broker because the first
+/// one is down, the client keeps probing it and moves back once it is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priority_backup_moves_back_to_the_first_broker() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = start(Kind::AmqBroker, da.path(), &[]);
+    let b = start(Kind::AmqBroker, db.path(), &[]);
+    a.kill();
+    let url = format!(
+        "failover:({},{})?randomize=false&priorityBackup=true&maxReconnectDelay=200",
+        a.url(),
+        b.url()
+    );
+    let client = FailoverClient::connect(&url, ConnectOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(client.connected_to().unwrap().port, b.stomp_port());
+    let q = unique_queue("priority");
+    client
+        .send(OutgoingMessage::new(q.clone(), "on b").persistent(true))
+        .await
+        .unwrap();
+
+    a.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.connected_to().map(|e| e.port) != Some(a.stomp_port()) {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            kinds(&client.event_log())
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = client.event_log();
+    assert!(log.iter().any(|e| matches!(&e.kind,
+        EventKind::PriorityBackup { from, to } if from.port == b.stomp_port() && to.port == a.stomp_port())));
+    client
+        .send(OutgoingMessage::new(q, "on a").persistent(true))
+        .await
+        .unwrap();
+    client.close().await;
+}
+
+/// A transaction open when the connection fails over was rolled back by the
+/// broker: its COMMIT says so instead of pretending, and nothing of it is
+/// delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_transaction_is_reported_rolled_back_after_failover() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = start(Kind::AmqBroker, da.path(), &[]);
+    let b = start(Kind::AmqBroker, db.path(), &[]);
+    let url = format!("failover:({},{})?randomize=false", a.url(), b.url());
+    let client = FailoverClient::connect(&url, ConnectOptions::default())
+        .await
+        .unwrap();
+    let q = unique_queue("tx");
+    let tx = client.begin().await.unwrap();
+    tx.send(OutgoingMessage::new(q.clone(), "in tx").persistent(true))
+        .await
+        .unwrap();
+    a.kill();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.connected_to().map(|e| e.port) != Some(b.stomp_port()) {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let err = tx.commit().await.unwrap_err();
+    assert!(
+        matches!(err, FailoverError::TransactionRolledBack(_)),
+        "{err:?}"
+    );
+
+    // A new transaction on the new broker commits.
+    let tx = client.begin().await.unwrap();
+    tx.send(OutgoingMessage::new(q.clone(), "committed").persistent(true))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut sub = client
+        .subscribe(&q, amq_broker::client::AckMode::Auto, &[])
+        .await
+        .unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(5), sub.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.body().as_ref(), b"committed");
+    client.close().await;
+}
