@@ -209,7 +209,8 @@ async fn torn_tail_is_truncated_and_appends_continue() {
     f.set_len(len - 7).unwrap();
     drop(f);
     {
-        let j = open(dir.path());
+        let (j, log) = with_log(|| open(dir.path()));
+        assert!(log.contains("torn tail") && log.contains("WARN"), "{log}");
         let r = j.recover().unwrap();
         assert_eq!(r.position, Position(9));
         assert_eq!(ids(&r, "q").len(), 9);
@@ -369,4 +370,19 @@ async fn records_of_an_unknown_format_are_refused_not_truncated() {
         "{err}"
     );
     assert_eq!(fs::read(&file).unwrap(), data, "nothing truncated");
+}
+
+#[tokio::test]
+async fn missing_segment_files_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let j = Journal::open(dir.path(), small_segments(512)).unwrap();
+        enqueue_numbered(&j, 20).await;
+    }
+    let files = segment_files(dir.path());
+    assert!(files.len() > 3);
+    fs::remove_file(dir.path().join(&files[1])).unwrap();
+    let (j, log) = with_log(|| Journal::open(dir.path(), small_segments(512)).unwrap());
+    assert!(log.contains("are missing"), "{log}");
+    assert_eq!(j.position(), Position(20));
 }

@@ -157,6 +157,9 @@ impl Journal {
             Damage::Refuse
         };
         let (mut index, recovered) = segment::recover(&dir, damage)?;
+        if options.compaction == Compaction::Prefix {
+            warn_gaps(&dir, &index);
+        }
         for first in index.collect_deletable(options.compaction) {
             let path = segment::path(&dir, first);
             fs::remove_file(&path).map_err(io_err(&path))?;
@@ -352,6 +355,23 @@ impl Journal {
             return ready(Err(StoreError::Closed));
         }
         async move { rx.await.map_err(|_| StoreError::Closed)? }.boxed()
+    }
+}
+
+/// With prefix compaction the segments are contiguous: a gap means segment
+/// files were removed behind the journal's back (or it was written with
+/// [`Compaction::AnySegment`]), and whatever they held is gone.
+fn warn_gaps(dir: &Path, index: &Index) {
+    let segments: Vec<_> = index.segments.values().collect();
+    for pair in segments.windows(2) {
+        if pair[0].last.next() != pair[1].first {
+            tracing::warn!(
+                dir = %dir.display(),
+                "journal positions {} to {} are missing: segment files deleted outside the broker?",
+                pair[0].last.next(),
+                pair[1].first.0 - 1
+            );
+        }
     }
 }
 

@@ -93,3 +93,28 @@ pub fn summary(r: &Recovered) -> String {
 pub fn assert_same(got: &Recovered, want: &Recovered) {
     assert!(got == want, "got  {}\nwant {}", summary(got), summary(want));
 }
+
+/// Runs `f` with the log captured; returns its result and the log text.
+pub fn with_log<T>(f: impl FnOnce() -> T) -> (T, String) {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let sink = Sink(buf.clone());
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || sink.clone())
+        .finish();
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8_lossy(&buf.lock().unwrap()).into_owned();
+    (out, text)
+}
