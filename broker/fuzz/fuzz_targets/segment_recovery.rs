@@ -13,7 +13,10 @@ fn intact(n: u64) -> Vec<u8> {
     let mut out = Vec::new();
     for p in 1..=n {
         let record = if p % 3 == 0 {
-            Record::ack(Destination::Queue("q".into()), MessageId(format!("m{}", p - 1)))
+            Record::ack(
+                Destination::Queue("q".into()),
+                MessageId(format!("m{}", p - 1)),
+            )
         } else {
             Record::Enqueue(Message {
                 id: MessageId(format!("m{p}")),
