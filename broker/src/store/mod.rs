@@ -256,6 +256,7 @@ pub trait Store: Send + Sync {
 
     /// Positions written and readable by [`Store::read_after`] (not yet
     /// necessarily fsynced): a replication sender waits on this to stream.
+    /// Goes back after `truncate_after`/`reset`.
     fn subscribe(&self) -> watch::Receiver<Position>;
 
     /// Entries with position > `after`, whole batches only, up to about
@@ -270,11 +271,17 @@ pub trait Store: Send + Sync {
     fn append_replicated(&self, entries: Vec<Entry>) -> AppendFuture;
 
     /// Slave side: drop every record after `position` (the tail that the
-    /// master never had). Resolves once the log ends at `position`.
+    /// master never had). Resolves once the log ends at `position` (at the
+    /// end of the batch before it, if `position` is inside a batch: check
+    /// [`Store::position`]). No appends may be in flight. Fails with
+    /// [`StoreError::TruncateBelowHorizon`] or [`StoreError::Compacted`] when
+    /// the records needed are gone: then [`Store::reset`] and copy from the
+    /// master instead.
     fn truncate_after(&self, position: Position) -> BoxFuture<'static, Result<(), StoreError>>;
 
     /// Slave side: discard the whole log; the next record appended (by
-    /// `append_replicated`) must have position `next`. For a slave whose
+    /// `append_replicated`) must have position `next` (also after a restart
+    /// before it arrives). No appends may be in flight. For a slave whose
     /// missing records the master already deleted: it then receives
     /// everything from the master's [`Store::first_position`] on.
     fn reset(&self, next: Position) -> BoxFuture<'static, Result<(), StoreError>>;
