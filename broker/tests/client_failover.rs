@@ -6,6 +6,8 @@
 //! ports; brokers are real amq-broker processes.
 
 mod client_support;
+#[path = "ha_support/mod.rs"]
+mod ha_support;
 
 use amq_broker::client::{ClientError, ConnectOptions, OutgoingMessage};
 use amq_broker::failover::{
@@ -350,5 +352,42 @@ async fn an_open_transaction_is_reported_rolled_back_after_failover() {
         .unwrap()
         .unwrap();
     assert_eq!(m.body().as_ref(), b"committed");
+    client.close().await;
+}
+
+/// The same against a real slave: a replicated group (real ZooKeeper) with
+/// `slaveRedirect`; the client's list names only a slave, and it lands on
+/// the master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_slave_sends_the_client_to_the_master() {
+    let g = ha_support::Group::start(ha_support::GroupOptions {
+        slave_redirect: true,
+        ..Default::default()
+    });
+    let m = g.wait_master(Duration::from_secs(30));
+    let master_port = g.brokers[m].stomp_addr().port();
+    let slave = (0..g.brokers.len()).find(|&i| i != m).unwrap();
+    // The slave learns the master's address from ZooKeeper.
+    assert!(
+        ha_support::wait_until(Duration::from_secs(10), || {
+            matches!(ha_support::role(&g.brokers[slave]), Some((r, Some(_))) if r == "slave")
+        }),
+        "{}",
+        g.describe()
+    );
+    let url = format!(
+        "failover:(stomp://{})?maxReconnectAttempts=3",
+        g.brokers[slave].stomp_addr()
+    );
+    let client = FailoverClient::connect(&url, ConnectOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", g.describe()));
+    assert_eq!(client.connected_to().unwrap().port, master_port);
+    assert!(client.event_log().iter().any(|e| matches!(&e.kind,
+        EventKind::Redirected { to, .. } if to.port == master_port)));
+    client
+        .send(OutgoingMessage::new(unique_queue("via-slave"), "x").persistent(true))
+        .await
+        .unwrap();
     client.close().await;
 }

@@ -6,12 +6,13 @@
 
 #![allow(dead_code)] // each test crate uses a different part
 
-use amq_harness::activemq::ActiveMq as ActiveMqProcess;
+use amq_harness::activemq::{ActiveMq as ActiveMqProcess, ACTIVEMQ_HOME};
 use amq_harness::broker::{BrokerOptions, BrokerProcess};
 use amq_harness::free_port;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A running STOMP broker a test can crash and restart.
@@ -144,8 +145,53 @@ impl ActiveMq {
 
     fn launch(&mut self) {
         let config = self.write_conf();
+        let d = self.dir.display().to_string();
+        let log = self.dir.join("activemq.log");
+        std::fs::write(
+            self.dir.join("conf/log4j.properties"),
+            format!(
+                "log4j.rootLogger=INFO, logfile\nlog4j.logger.org.springframework=WARN\n\
+                 log4j.appender.logfile=org.apache.log4j.FileAppender\n\
+                 log4j.appender.logfile.File={}\n\
+                 log4j.appender.logfile.layout=org.apache.log4j.PatternLayout\n\
+                 log4j.appender.logfile.layout.ConversionPattern=%d | %-5p | %m | %c%n\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir_all(self.dir.join("tmp")).unwrap();
+        // The run-jar recipe of shared/reference/anchors/amq-broker.sh.
+        let mut cmd = Command::new("java");
+        cmd.args([
+            "-Xms256M",
+            "-Xmx256M",
+            "-Dorg.apache.activemq.UseDedicatedTaskRunner=true",
+        ]);
+        for m in [
+            "java.base/java.lang",
+            "java.base/java.util",
+            "java.base/java.net",
+        ] {
+            cmd.arg("--add-opens").arg(format!("{m}=ALL-UNNAMED"));
+        }
+        cmd.arg(format!("-Djava.io.tmpdir={d}/tmp"))
+            .arg(format!("-Dactivemq.classpath={d}/conf"))
+            .arg(format!("-Dactivemq.home={ACTIVEMQ_HOME}"))
+            .arg(format!("-Dactivemq.base={d}"))
+            .arg(format!("-Dactivemq.conf={d}/conf"))
+            .arg(format!("-Dactivemq.data={d}/data"))
+            .arg(format!(
+                "-Dlog4j.configuration=file:{d}/conf/log4j.properties"
+            ))
+            .args([
+                "-jar",
+                &format!("{ACTIVEMQ_HOME}/bin/activemq.jar"),
+                "start",
+            ])
+            .arg(format!("xbean:file:{}", config.display()))
+            .current_dir(&self.dir);
         let name = format!("client{}", self.stomp_port);
-        let mut process = ActiveMqProcess::spawn(&name, &self.dir, &config, "256M")
+        let mut process = ActiveMqProcess::start(&name, cmd, &self.dir, &log)
             .expect("start java (is Debian's activemq installed?)");
         let deadline = Instant::now() + Duration::from_secs(90);
         while !stomp_ready(self.stomp_port) {
