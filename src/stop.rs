@@ -4,6 +4,7 @@
 
 use crate::deploy::fleet::{parallel, Fleet};
 use crate::deploy::progress::Progress;
+use crate::deploy::rollout::broker_roles;
 use crate::deploy::service::{select, services, Service};
 use crate::deploy::{connect_all, DeployError, HostArgs};
 
@@ -38,9 +39,8 @@ pub fn run(args: StopArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Stops `services`: brokers one by one in reverse start order (so a
-/// group's master goes last and slaves do not take over one after another),
-/// then ZooKeeper nodes together.
+/// Stops `services`: brokers one by one in reverse start order, masters
+/// last, then ZooKeeper nodes together.
 pub fn stop_services(
     fleet: &Fleet,
     services: &[Service<'_>],
@@ -61,7 +61,16 @@ pub fn stop_services(
         progress.step(&s.host.name, &format!("{} stopped", s.name));
         Ok(())
     };
-    for s in services.iter().rev().filter(|s| !s.is_zookeeper()) {
+    let mut brokers: Vec<&Service<'_>> = services
+        .iter()
+        .rev()
+        .filter(|s| !s.is_zookeeper())
+        .collect();
+    // Within the reverse order, serving brokers (masters) go after the
+    // others, so no slave is promoted only to be stopped a moment later.
+    let roles = broker_roles(&brokers);
+    brokers.sort_by_key(|s| roles.get(&s.name).is_some_and(|r| r.is_active()));
+    for s in brokers {
         stop(s)?;
     }
     let zk: Vec<&Service<'_>> = services.iter().filter(|s| s.is_zookeeper()).collect();

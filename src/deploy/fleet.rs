@@ -53,10 +53,6 @@ impl Fleet {
         self.hosts.get(name).cloned()
     }
 
-    pub fn names(&self) -> impl Iterator<Item = &String> {
-        self.hosts.keys()
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<Logged>)> {
         self.hosts.iter()
     }

@@ -461,7 +461,6 @@ fn read_state(
 /// The broker binary and its checksum, found as `--broker-bin` says or
 /// next to this executable (installed side by side, or a cargo target dir).
 pub struct BrokerBinary {
-    pub path: PathBuf,
     pub contents: Arc<[u8]>,
     pub sha256: String,
 }
@@ -496,7 +495,6 @@ pub fn load_broker_binary(path: &Path) -> Result<BrokerBinary, DeployError> {
     })?;
     let sha256 = hex::encode(Sha256::digest(&contents));
     Ok(BrokerBinary {
-        path: path.to_path_buf(),
         contents: Arc::from(contents),
         sha256,
     })

@@ -193,7 +193,6 @@ pub(crate) fn staging_path(path: &Path) -> PathBuf {
 /// them are uploaded, and only their paths and sizes are logged.
 pub struct Logged {
     log: Mutex<File>,
-    log_path: PathBuf,
     inner: Box<dyn Host>,
 }
 
@@ -208,13 +207,8 @@ impl Logged {
             .open(log_path)?;
         Ok(Logged {
             log: Mutex::new(file),
-            log_path: log_path.to_path_buf(),
             inner,
         })
-    }
-
-    pub fn log_path(&self) -> &Path {
-        &self.log_path
     }
 
     /// Writes a free-form line (step boundaries, decisions) to the log.
