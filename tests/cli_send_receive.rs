@@ -1,12 +1,13 @@
-//! `amqctl send`, `receive` and `bench` as an operator runs them: against a
-//! real broker (Debian's ActiveMQ 5.17 on a free loopback port), with clear
-//! errors and exit codes for bad URLs and unreachable brokers.
+//! `amqctl send`, `receive` and `bench` as an operator runs them: against
+//! real brokers (amq-broker, and Debian's ActiveMQ 5.17, on free loopback
+//! ports), with clear errors and exit codes for bad URLs and unreachable
+//! brokers.
 
 #[path = "../broker/tests/client_support/mod.rs"]
 mod client_support;
 
 use assert_cmd::Command;
-use client_support::{unique_queue, ActiveMq};
+use client_support::{start, unique_queue, Kind, TestBroker};
 use predicates::prelude::*;
 
 fn amqctl() -> Command {
@@ -16,9 +17,18 @@ fn amqctl() -> Command {
 }
 
 #[test]
-fn send_then_receive_through_a_failover_url() {
+fn send_then_receive_through_a_failover_url_amq_broker() {
+    send_then_receive(Kind::AmqBroker);
+}
+
+#[test]
+fn send_then_receive_through_a_failover_url_activemq() {
+    send_then_receive(Kind::ActiveMq);
+}
+
+fn send_then_receive(kind: Kind) {
     let dir = tempfile::tempdir().unwrap();
-    let amq = ActiveMq::start(dir.path(), &[]);
+    let amq = start(kind, dir.path(), &[]);
     let url = format!("failover:({})?maxReconnectAttempts=3", amq.url());
     let q = unique_queue("cli");
 
@@ -130,7 +140,7 @@ fn send_then_receive_through_a_failover_url() {
 #[test]
 fn login_refused_is_reported_without_the_password() {
     let dir = tempfile::tempdir().unwrap();
-    let amq = ActiveMq::start(dir.path(), &[("app", "right")]);
+    let amq = start(Kind::AmqBroker, dir.path(), &[("app", "right")]);
     amqctl()
         .args(["send", &amq.url(), "/queue/x", "--user", "app"])
         .env("AMQ_PASSWORD", "wrong-secret")
