@@ -208,7 +208,7 @@ fn broker_that_cannot_start_names_host_service_and_log() {
     let (_tmp, d, text) = standalone_cluster("dfail");
     // Occupy west1's status port so it cannot bind it.
     let status_port = port_of(&text, "west1", "status_port");
-    let _squat = std::net::TcpListener::bind(format!("127.0.0.1:{status_port}")).unwrap();
+    let squat = std::net::TcpListener::bind(format!("127.0.0.1:{status_port}")).unwrap();
     let run = d.deploy(&[]);
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     assert!(run.stderr.contains("local: west1"), "{}", run.stderr);
@@ -222,4 +222,24 @@ fn broker_that_cannot_start_names_host_service_and_log() {
     let (_, st) = d.status();
     assert_eq!(st["east1"].1, "standalone");
     assert_eq!(st["west1"].1, "down");
+
+    // Once the port is free, deploying again continues where it failed:
+    // only west1 starts, nothing that runs is touched.
+    drop(squat);
+    let resumed = d.deploy(&[]).ok();
+    assert!(
+        resumed.stdout.contains("started: west1,"),
+        "{}",
+        resumed.stdout
+    );
+    assert!(
+        resumed.stdout.contains("0 file(s) changed"),
+        "{}",
+        resumed.stdout
+    );
+    let (code, after) = d.status();
+    assert_eq!(code, 0, "{after:?}");
+    assert_eq!(after["west1"].1, "standalone");
+    assert_eq!(after["east1"].0, st["east1"].0);
+    assert_eq!(after["zk1"].0, st["zk1"].0);
 }
