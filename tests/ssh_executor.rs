@@ -214,3 +214,44 @@ fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+#[test]
+fn agent_authentication_without_an_identity_file() {
+    let sshd = Sshd::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    // A private agent in the foreground, owned (and killed) by the guard.
+    let _agent = amq_harness::ProcessGuard::spawn(
+        "ssh-agent",
+        std::process::Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&sock),
+    )
+    .unwrap();
+    for _ in 0..100 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let added = std::process::Command::new("ssh-add")
+        .arg(&sshd.user_key.private)
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    // Only this test reads SSH_AUTH_SOCK: the others all name a key file.
+    std::env::set_var("SSH_AUTH_SOCK", &sock);
+    let mut t = trusted(&sshd, dir.path());
+    t.identity = None;
+    let host = SshHost::connect(t).unwrap();
+    assert_eq!(
+        host.run("echo via-agent", None).unwrap().stdout_str(),
+        "via-agent\n"
+    );
+}
