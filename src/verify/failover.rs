@@ -129,6 +129,9 @@ pub struct KillRow {
     pub rejoined_ms: Option<f64>,
     /// What the plan's failure-mode table predicted for this node's death.
     pub predicted: Vec<String>,
+    /// Networks of brokers bridging to the new master again: network → ms
+    /// after the kill.
+    pub networks: Vec<(String, Option<f64>)>,
     /// What went wrong in this round, if anything.
     pub problems: Vec<String>,
 }
@@ -401,6 +404,7 @@ impl Watch<'_, '_> {
             resent: 0,
             rejoined_ms: None,
             predicted: Vec::new(),
+            networks: Vec::new(),
             problems: Vec::new(),
         };
         let Some(master) = self.wait_master(timeout, two) else {
@@ -537,6 +541,9 @@ impl Watch<'_, '_> {
             }
         }
         self.check_prediction(&mut row);
+        if let Some(new) = row.new_master.clone() {
+            self.check_networks(&mut row, &new, t_kill, timeout);
+        }
 
         if !alone {
             // The killed node comes back and must rejoin as a slave.
@@ -587,6 +594,67 @@ impl Watch<'_, '_> {
             .status
             .and_then(|st| st.get("master").cloned())
             .is_some_and(|m| !m.is_null())
+    }
+
+    /// Load balancing survives a failover: every network the group takes
+    /// part in bridges to (or, from this group, from) the new master again —
+    /// an `up` bridge naming it on another member group's serving broker, or
+    /// one on the new master itself.
+    fn check_networks(&self, row: &mut KillRow, new: &str, t_kill: Instant, timeout: Duration) {
+        let topo = self.c.topo;
+        let Some(new_broker) = self.group.brokers.iter().find(|b| b.name == new) else {
+            return;
+        };
+        let new_name = self.group.broker_name(new_broker).to_string();
+        for net in topo.networks_of(&self.group.name) {
+            let watch: Vec<&Service<'_>> = net
+                .groups()
+                .into_iter()
+                .flat_map(|g| self.c.members(g))
+                .collect();
+            let deadline = Instant::now() + timeout;
+            let seen = loop {
+                let bridged = parallel(&watch, |s| {
+                    let Ok(st) =
+                        crate::deploy::health::broker_status(&s.probe_addr(), probe::PROBE_TIMEOUT)
+                    else {
+                        return false;
+                    };
+                    let own = s.name == new;
+                    // A restarted lone broker: peers may still show the
+                    // bridge of its previous life; only its own count.
+                    if !own && new == row.killed {
+                        return false;
+                    }
+                    st.raw
+                        .get("bridges")
+                        .and_then(|b| b.as_array())
+                        .is_some_and(|bridges| {
+                            bridges.iter().any(|b| {
+                                b.get("state").and_then(|v| v.as_str()) == Some("up")
+                                    && (own
+                                        || b.get("peer").and_then(|v| v.as_str())
+                                            == Some(new_name.as_str()))
+                            })
+                        })
+                });
+                if bridged.into_iter().any(|b| b) {
+                    break Some(since(t_kill, Instant::now()));
+                }
+                if Instant::now() >= deadline {
+                    break None;
+                }
+                std::thread::sleep(POLL * 5);
+            };
+            if seen.is_none() {
+                row.problems.push(format!(
+                    "network {} does not bridge to {new} within {}s",
+                    net.name,
+                    timeout.as_secs()
+                ));
+            }
+            row.networks.push((net.name.clone(), seen));
+        }
     }
 
     /// Compares what was seen with the failure-mode table's prediction for
@@ -994,7 +1062,7 @@ fn summarise(
             r.problems.is_empty(),
             if r.problems.is_empty() {
                 format!(
-                    "new master {} after {}, client resumed after {}{}",
+                    "new master {} after {}, client resumed after {}{}{}",
                     r.new_master.as_deref().unwrap_or("-"),
                     ms(r.elected_ms),
                     ms(r.client_pause_ms),
@@ -1004,7 +1072,11 @@ fn summarise(
                         } else {
                             format!(", {} back as slave after {j:.0} ms", r.killed)
                         })
-                        .unwrap_or_default()
+                        .unwrap_or_default(),
+                    r.networks
+                        .iter()
+                        .map(|(n, at)| format!(", network {n} bridging again after {}", ms(*at)))
+                        .collect::<String>()
                 )
             } else {
                 r.problems.join("; ")
