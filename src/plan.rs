@@ -105,7 +105,15 @@ pub fn write_plan(plan: &RenderedPlan, dir: &Path) -> anyhow::Result<()> {
     atomic_write(&manifest_path, manifest.as_bytes(), 0o644)
 }
 
+/// Writes `f` unless `path` already holds exactly it (same bytes and mode):
+/// re-planning an unchanged inventory touches nothing, so mtimes keep
+/// meaning "changed".
 fn write_file(path: &Path, f: &RenderedFile) -> anyhow::Result<()> {
+    let same_mode = std::fs::metadata(path)
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o7777 == f.mode);
+    if same_mode && std::fs::read(path).is_ok_and(|b| b == f.contents.as_bytes()) {
+        return Ok(());
+    }
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;

@@ -347,3 +347,36 @@ fn out_removes_files_the_inventory_no_longer_renders() {
     assert!(out.join("local/b/activemq.xml").exists());
     assert!(out.join("NOTES").exists());
 }
+
+#[test]
+fn out_leaves_unchanged_files_alone() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("plan");
+    let run = || {
+        amqctl()
+            .args(["plan", "inventories/combined.toml", "--out"])
+            .arg(&out)
+            .assert()
+            .code(0);
+    };
+    run();
+    let ino = |p: &str| std::fs::metadata(out.join(p)).unwrap().ino();
+    let before = (ino("local/a/activemq.xml"), ino("local/b/run.sh"));
+    // A file someone changed by hand is put back; the others stay untouched.
+    std::fs::write(out.join("local/b/run.sh"), "edited").unwrap();
+    run();
+    assert_eq!(
+        ino("local/a/activemq.xml"),
+        before.0,
+        "unchanged file rewritten"
+    );
+    let run_sh = std::fs::read_to_string(out.join("local/b/run.sh")).unwrap();
+    assert!(run_sh.starts_with("#!/bin/sh\n"), "edited file restored");
+    let mode = std::fs::metadata(out.join("local/b/run.sh"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o755);
+}
