@@ -149,14 +149,15 @@ fn removal_script(
     for u in &units {
         let _ = writeln!(s, "systemctl disable {u} >/dev/null 2>&1 || true");
     }
-    if !units.is_empty() {
-        s.push_str("systemctl daemon-reload >/dev/null 2>&1 || true\n");
-    }
     let _ = writeln!(
         s,
         "rm -f -- {}",
         files.iter().map(|p| q(p)).collect::<Vec<_>>().join(" ")
     );
+    // After the unit files are gone, so systemd forgets them.
+    if !units.is_empty() {
+        s.push_str("systemctl daemon-reload >/dev/null 2>&1 || true\n");
+    }
     if purge {
         let _ = writeln!(
             s,
