@@ -50,7 +50,7 @@ class Node(broker_bench.Broker):
     connector, OpenWire connector)."""
 
     def __init__(self, kind, root, args, name, network="", openwire_port=None):
-        super().__init__(kind, root, args.bin_dir, args.heap)
+        super().__init__(kind, root, args)
         ow = ('      <transportConnector name="openwire" uri="tcp://127.0.0.1:%d"/>' % openwire_port
               if openwire_port else "")
         self.xml = HEAD.replace("@NAME@", name).replace("@NETWORK@", network).replace("@OPENWIRE@", ow)
@@ -136,6 +136,7 @@ def main():
     ap.add_argument("--brokers", default="amq-broker,activemq")
     ap.add_argument("--out")
     args = ap.parse_args()
+    args.amqctl = None  # broker_bench.Broker's sink command; not used here
     if not 0 < args.count <= 1_000_000:
         sys.exit("--count must be in 1..1000000")
 

@@ -30,13 +30,7 @@ async fn receiver_killed_mid_stream_loses_nothing() {
     consumer.await.unwrap();
 
     let got = got.lock().unwrap().clone();
-    let missing: Vec<&String> = sent.iter().filter(|b| !got.contains_key(*b)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} receipted messages lost, e.g. {:?}",
-        missing.len(),
-        &missing[..missing.len().min(5)]
-    );
+    assert_nothing_lost(&sent, &got);
     // b2's audit died with it: a message it stored and delivered just before
     // the kill, whose receipt b1 never saw, comes again. Only such copies
     // may be left (on b2, or on b1 still to be forwarded).
@@ -88,13 +82,7 @@ async fn sender_killed_mid_stream_loses_nothing_and_duplicates_are_dropped() {
     consumer.await.unwrap();
 
     let got = got.lock().unwrap().clone();
-    let missing: Vec<&String> = sent.iter().filter(|b| !got.contains_key(*b)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} receipted messages lost, e.g. {:?}",
-        missing.len(),
-        &missing[..missing.len().min(5)]
-    );
+    assert_nothing_lost(&sent, &got);
     // b2 never crashed, so its consumer sees no copy of a receipted message.
     let copies: Vec<_> = sent.iter().filter(|b| got[*b] > 1).collect();
     assert!(copies.is_empty(), "copies reached the consumer: {copies:?}");

@@ -72,13 +72,7 @@ async fn a_bridge_to_a_master_slave_pair_survives_its_failover() {
     consumer.await.unwrap();
 
     let got = got.lock().unwrap().clone();
-    let missing: Vec<&String> = sent.iter().filter(|m| !got.contains_key(*m)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} receipted messages lost across the failover, e.g. {:?}",
-        missing.len(),
-        &missing[..missing.len().min(5)]
-    );
+    assert_nothing_lost(&sent, &got);
     // What a re-queued when the bridge to b dropped (forwarded, receipt
     // lost with b) still goes to c; it can only be copies.
     let cc = connect(c.stomp_addr()).await;

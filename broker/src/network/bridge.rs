@@ -194,10 +194,28 @@ pub enum Ended {
     Lost(String),
 }
 
+/// Removes and returns what `held` has that `wanted` no longer asks for, or
+/// asks for differently.
+fn take_stale<T>(
+    held: &mut BTreeMap<DemandKey, (Want, T)>,
+    wanted: &BTreeMap<DemandKey, Want>,
+) -> Vec<(DemandKey, T)> {
+    let stale: Vec<DemandKey> = held
+        .iter()
+        .filter(|(k, (w, _))| wanted.get(*k) != Some(w))
+        .map(|(k, _)| k.clone())
+        .collect();
+    stale
+        .into_iter()
+        .filter_map(|k| held.remove(&k).map(|(_, t)| (k, t)))
+        .collect()
+}
+
 /// Demand subscriptions this session holds on the local broker.
 struct LocalDemand {
     conn: ConnId,
-    subs: BTreeMap<DemandKey, (String, Want)>,
+    /// The subscription id of each.
+    subs: BTreeMap<DemandKey, (Want, String)>,
     next: u64,
 }
 
@@ -209,17 +227,9 @@ impl LocalDemand {
         remote: &str,
         wanted: BTreeMap<DemandKey, Want>,
     ) {
-        let stale: Vec<DemandKey> = self
-            .subs
-            .iter()
-            .filter(|(k, (_, w))| wanted.get(*k) != Some(w))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in stale {
-            if let Some((id, _)) = self.subs.remove(&k) {
-                tracing::debug!(destination = %k.destination, remote, "demand removed");
-                let _ = broker.unsubscribe(self.conn, &id);
-            }
+        for (k, id) in take_stale(&mut self.subs, &wanted) {
+            tracing::debug!(destination = %k.destination, remote, "demand removed");
+            let _ = broker.unsubscribe(self.conn, &id);
         }
         for (k, w) in wanted {
             if self.subs.contains_key(&k) {
@@ -246,7 +256,7 @@ impl LocalDemand {
                 options,
             ) {
                 Ok(_) => {
-                    self.subs.insert(k, (id, w));
+                    self.subs.insert(k, (w, id));
                 }
                 Err(e) => tracing::warn!("demand subscription failed: {e}"),
             }
@@ -486,16 +496,8 @@ impl RemoteDemand {
         cx: PullContext<'_>,
         wanted: BTreeMap<DemandKey, Want>,
     ) {
-        let stale: Vec<DemandKey> = self
-            .pulls
-            .iter()
-            .filter(|(k, (w, _))| wanted.get(*k) != Some(w))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in stale {
-            if let Some((_, stop)) = self.pulls.remove(&k) {
-                stop.cancel();
-            }
+        for (_, stop) in take_stale(&mut self.pulls, &wanted) {
+            stop.cancel();
         }
         for (k, w) in wanted {
             if self.pulls.contains_key(&k) {

@@ -223,3 +223,14 @@ pub async fn wait_count(count: &AtomicUsize, n: usize) {
     }
     panic!("the consumer did not reach {n} messages");
 }
+
+/// Panics naming the receipted messages that never arrived.
+pub fn assert_nothing_lost(sent: &[String], got: &BTreeMap<String, usize>) {
+    let missing: Vec<&String> = sent.iter().filter(|m| !got.contains_key(*m)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} receipted messages lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
