@@ -410,6 +410,12 @@ struct State {
     next_sub: SubId,
     /// Records of the current operation, appended as one batch at its end.
     records: Vec<Record>,
+    /// Acknowledgements nobody waits for (no receipt): appended with the
+    /// next batch, or by the flusher within [`LAZY_ACK_DELAY`], so that a
+    /// consumer's acks share the producers' fsyncs (KahaDB syncs an ack only
+    /// when a response is required, too). A crash may lose them: those
+    /// messages are redelivered, flagged.
+    lazy: Vec<Record>,
     consumer_watchers: Vec<mpsc::UnboundedSender<ConsumerEvent>>,
     audit: NetworkAudit,
 }
@@ -458,6 +464,7 @@ impl Broker {
                 next_seq: 0,
                 next_sub: 0,
                 records: Vec::new(),
+                lazy: Vec::new(),
                 consumer_watchers: Vec::new(),
                 audit: NetworkAudit::new(),
             }),
@@ -470,6 +477,9 @@ impl Broker {
             network: crate::network::Registry::default(),
         });
         broker.restore()?;
+        if let (Ok(runtime), Some(_)) = (tokio::runtime::Handle::try_current(), &broker.store) {
+            runtime.spawn(flush_lazy_acks(Arc::downgrade(&broker)));
+        }
         Ok(broker)
     }
 
@@ -510,6 +520,8 @@ impl Broker {
         let Some(store) = &self.store else {
             return Ok(0);
         };
+        // Deferred acks first, or their messages would come back.
+        let _ = self.flush_acks();
         let recovered = store.recover()?;
         let mut st = self.lock();
         let st = &mut *st;
@@ -777,12 +789,16 @@ impl Broker {
     /// ACK (`nack == false`) or NACK. Client mode acknowledges cumulatively.
     /// A NACKed message is redelivered, or dead-lettered once it exceeded the
     /// destination's maximum redeliveries.
+    ///
+    /// `durable`: the client waits for this ACK (a receipt), so its record
+    /// is appended now; otherwise it may ride on a later batch.
     pub fn acknowledge(
         &self,
         conn: ConnId,
         what: AckRef<'_>,
         transaction: Option<&str>,
         nack: bool,
+        durable: bool,
     ) -> Result<Completion, BrokerError> {
         let mut st = self.lock();
         let st = &mut *st;
@@ -825,7 +841,11 @@ impl Broker {
             }
         }
         self.dispatch_destination(st, &destination);
-        Ok(self.finish(st))
+        Ok(if durable || nack {
+            self.finish(st)
+        } else {
+            self.finish_lazily(st)
+        })
     }
 
     /// The connection wrote these ack:auto deliveries: they are consumed.
@@ -848,7 +868,7 @@ impl Broker {
         for d in touched {
             self.dispatch_destination(st, &d);
         }
-        self.finish(st)
+        self.finish_lazily(st)
     }
 
     pub fn begin(&self, conn: ConnId, tx: &str) -> Result<(), BrokerError> {
@@ -1239,12 +1259,34 @@ impl Broker {
         }
     }
 
-    /// Appends the operation's records as one batch, in lock order.
+    /// Appends the acknowledgements deferred so far.
+    pub fn flush_acks(&self) -> Completion {
+        let mut st = self.lock();
+        let st = &mut *st;
+        st.records.append(&mut st.lazy);
+        self.finish(st)
+    }
+
+    /// Defers an operation made only of acknowledgements (see
+    /// [`State::lazy`]); anything else is appended now.
+    fn finish_lazily(&self, st: &mut State) -> Completion {
+        let only_acks = st.records.iter().all(|r| matches!(r, Record::Ack { .. }));
+        if only_acks && st.lazy.len() + st.records.len() <= LAZY_ACK_MAX {
+            st.lazy.append(&mut st.records);
+            return Completion::done();
+        }
+        self.finish(st)
+    }
+
+    /// Appends the operation's records as one batch, in lock order, after
+    /// the deferred acknowledgements (which are older). An operation
+    /// without records waits for nothing.
     fn finish(&self, st: &mut State) -> Completion {
         if st.records.is_empty() {
             return Completion::done();
         }
-        let records = std::mem::take(&mut st.records);
+        let mut records = std::mem::take(&mut st.lazy);
+        records.append(&mut st.records);
         let store = self.store.as_ref().expect("records only with a store");
         let fut = store.append(records);
         let failed = self.failed.clone();
@@ -1400,6 +1442,34 @@ fn choose_consumer(
         Choice::Refused
     } else {
         Choice::NoCredit
+    }
+}
+
+/// Deferred acknowledgements wait at most this long for a batch to join.
+const LAZY_ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
+/// ... and at most this many.
+const LAZY_ACK_MAX: usize = 1024;
+
+/// Appends deferred acknowledgements every [`LAZY_ACK_DELAY`] while the
+/// broker exists.
+async fn flush_lazy_acks(broker: std::sync::Weak<Broker>) {
+    let mut tick = tokio::time::interval(LAZY_ACK_DELAY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(b) = broker.upgrade() else { return };
+        let _ = b.flush_acks();
+    }
+}
+
+impl Drop for Broker {
+    /// Deferred acknowledgements are sequenced into the store, which writes
+    /// and syncs them when it is dropped in turn.
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let (Some(store), false) = (&self.store, st.lazy.is_empty()) {
+            drop(store.append(std::mem::take(&mut st.lazy)));
+        }
     }
 }
 

@@ -483,8 +483,13 @@ impl Handler {
                     return Err(ProtocolError::new("NACK is not part of STOMP 1.0"));
                 }
                 let what = self.ack_ref(&f)?;
-                self.broker
-                    .acknowledge(self.conn, what, tx, f.command == Command::Nack)?
+                self.broker.acknowledge(
+                    self.conn,
+                    what,
+                    tx,
+                    f.command == Command::Nack,
+                    receipt.is_some(),
+                )?
             }
             Command::Begin => {
                 self.broker.begin(self.conn, required(&f, "transaction")?)?;

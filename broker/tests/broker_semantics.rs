@@ -1001,3 +1001,32 @@ async fn expiry_sweep_drops_waiting_topic_messages_and_counts_them() {
     slow.expect_nothing(SHORT).await;
     b.stop().await;
 }
+
+/// An ACK nobody waits for rides on a later batch, but reaches the journal
+/// within milliseconds anyway.
+#[tokio::test]
+async fn acks_without_receipt_reach_the_journal_soon() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal =
+        Arc::new(Journal::open(dir.path(), JournalOptions::default()).unwrap()) as Arc<dyn Store>;
+    let b = TestBroker::with(settings(), ConnectionSettings::default(), Some(journal)).await;
+    let mut c = b.client().await;
+    c.send("/queue/lazy", "m", &[("persistent", "true")]).await;
+    c.subscribe("/queue/lazy", "s", "client-individual", &[])
+        .await;
+    let m = c.recv_message().await;
+    let id = m.header("ack").unwrap().to_owned();
+    c.send_frame(Frame::new(Command::Ack).with_header("id", id))
+        .await;
+    let position = || b.broker.status().journal.unwrap().position;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while position() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ack never reached the journal"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(position(), 2);
+    b.stop().await;
+}
