@@ -5,7 +5,7 @@
 mod journal_util;
 
 use amq_broker::store::{
-    Compaction, Entry, Epoch, Journal, JournalOptions, Position, Store, StoreError,
+    Compaction, Entry, Epoch, Journal, JournalOptions, Position, Record, Store, StoreError,
 };
 use journal_util::*;
 use std::time::Duration;
@@ -335,4 +335,27 @@ async fn epoch_history_follows_appends_truncation_restarts_and_deletion() {
             .epoch_history(),
         h
     );
+}
+
+/// Reads far behind the tail (sparse offset marks) and near it (exact
+/// offsets of the latest batches) start at the right record.
+#[tokio::test]
+async fn reads_start_right_after_any_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path());
+    // Sequenced now, made durable together (group commit).
+    let pending: Vec<_> = (0..3000)
+        .map(|i| j.append(vec![enq("q", &i.to_string())]))
+        .collect();
+    futures::future::try_join_all(pending).await.unwrap();
+    for after in [0u64, 1, 2, 500, 1975, 1976, 1977, 2500, 2998, 2999] {
+        let got = j.read_after(Position(after), 1).unwrap();
+        assert_eq!(got.len(), 1, "after {after}");
+        assert_eq!(got[0].position, Position(after + 1));
+        let Record::Enqueue(m) = &got[0].record else {
+            panic!("not an enqueue")
+        };
+        assert_eq!(m.id.0, after.to_string());
+    }
+    assert!(j.read_after(Position(3000), 1).unwrap().is_empty());
 }

@@ -18,7 +18,7 @@
 
 use super::{Epoch, Position, Record, StoreError};
 use crate::message::{Destination, MessageId};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 pub type Key = (Destination, MessageId);
 
@@ -40,6 +40,9 @@ pub enum Compaction {
 
 /// Insert a sparse offset mark at least this many bytes after the previous.
 const MARK_EVERY: u64 = 64 << 10;
+/// Exact offsets of this many latest batches of the active segment, so a
+/// replication sender tailing the log reads only what is new.
+const RECENT: usize = 1024;
 
 #[derive(Debug, Clone)]
 pub struct Segment {
@@ -57,6 +60,8 @@ pub struct Segment {
     pub max_ack: Position,
     /// Sparse (position, byte offset) of batch starts, for reads.
     pub marks: Vec<(Position, u64)>,
+    /// The latest batch starts, while this is the active segment.
+    pub recent: VecDeque<(Position, u64)>,
 }
 
 impl Segment {
@@ -70,6 +75,7 @@ impl Segment {
             acked_from: HashMap::new(),
             max_ack: Position::ZERO,
             marks: Vec::new(),
+            recent: VecDeque::new(),
         }
     }
 
@@ -83,16 +89,22 @@ impl Segment {
             Some(&(_, at)) if offset - at < MARK_EVERY => {}
             _ => self.marks.push((position, offset)),
         }
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((position, offset));
     }
 
-    /// The byte offset from which to scan for `position`.
+    /// The byte offset from which to scan for `position`: the start of its
+    /// batch if recent, else the nearest sparse mark before it.
     pub fn offset_for(&self, position: Position) -> u64 {
-        let i = self.marks.partition_point(|&(p, _)| p <= position);
-        if i == 0 {
-            0
-        } else {
-            self.marks[i - 1].1
+        if self.recent.front().is_some_and(|&(p, _)| p <= position) {
+            // At least the front qualifies, so the index is >= 1.
+            let i = self.recent.partition_point(|&(p, _)| p <= position);
+            return self.recent[i - 1].1;
         }
+        let i = self.marks.partition_point(|&(p, _)| p <= position);
+        i.checked_sub(1).map_or(0, |k| self.marks[k].1)
     }
 }
 
@@ -180,6 +192,9 @@ impl Index {
     }
 
     pub fn start_segment(&mut self, first: Position) {
+        if let Some(previous) = self.active_mut() {
+            previous.recent = VecDeque::new();
+        }
         self.segments.insert(first, Segment::new(first));
     }
 
