@@ -578,3 +578,131 @@ async fn pull(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DestinationPattern;
+
+    fn nc() -> NetworkConnector {
+        let xml = r#"<beans xmlns="http://www.springframework.org/schema/beans"><broker xmlns="http://activemq.apache.org/schema/core" brokerName="a">
+<networkConnectors><networkConnector uri="static:(stomp://b:61613)"/></networkConnectors>
+<persistenceAdapter><memoryPersistenceAdapter/></persistenceAdapter>
+<transportConnectors><transportConnector name="stomp" uri="stomp://127.0.0.1:61613"/></transportConnectors></broker></beans>"#;
+        crate::config::BrokerConfig::parse(
+            xml,
+            std::path::Path::new("activemq.xml"),
+            &crate::config::Placeholders::default(),
+        )
+        .expect("config")
+        .network_connectors
+        .remove(0)
+    }
+
+    fn consumer(id: u64, path: &[&str]) -> RemoteConsumer {
+        RemoteConsumer {
+            id,
+            priority: 0,
+            path: path.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn q(n: &str) -> Destination {
+        Destination::Queue(n.into())
+    }
+
+    #[test]
+    fn defaults_are_activemqs() {
+        let nc = nc();
+        assert_eq!(
+            (nc.name.as_str(), nc.message_ttl, nc.consumer_ttl),
+            ("NC", 1, 1)
+        );
+        assert!(nc.conduit_subscriptions && !nc.duplex);
+        assert_eq!(nc.prefetch_size, 1000);
+    }
+
+    #[test]
+    fn conduit_merges_consumers_and_ttl_and_loops_filter_them() {
+        let mut nc = nc();
+        nc.consumer_ttl = 2;
+        let consumers = BTreeMap::from([
+            (q("orders"), vec![consumer(1, &[]), consumer(2, &["c"])]),
+            // Demand that came from us: a loop.
+            (q("echo"), vec![consumer(3, &["a"])]),
+            // Two hops away: beyond consumerTTL 2.
+            (q("far"), vec![consumer(4, &["c", "d"])]),
+        ]);
+        let w = wanted(&nc, &consumers, "b", "a");
+        assert_eq!(w.len(), 1, "{w:?}");
+        let (k, want) = w.iter().next().unwrap();
+        assert_eq!(
+            k,
+            &DemandKey {
+                destination: q("orders"),
+                consumer: None
+            }
+        );
+        // The conduit takes the shortest path; priority -5 for one hop.
+        assert_eq!(want.path, ["b"]);
+        assert_eq!(want.priority, -5);
+
+        nc.conduit_subscriptions = false;
+        let w = wanted(&nc, &consumers, "b", "a");
+        let keys: Vec<_> = w.keys().map(|k| k.consumer).collect();
+        assert_eq!(keys, [Some(1), Some(2)]);
+        assert_eq!(w.values().map(|w| w.priority).collect::<Vec<_>>(), [-5, -8]);
+    }
+
+    #[test]
+    fn destination_filters_in_activemqs_order() {
+        let mut nc = nc();
+        nc.excluded_destinations = vec![DestinationPattern::queue("secret.>")];
+        nc.dynamically_included_destinations = vec![DestinationPattern::queue("app.>")];
+        nc.statically_included_destinations = vec![DestinationPattern::queue("audit")];
+        assert!(!permitted(&nc, &q("secret.x")));
+        assert!(permitted(&nc, &q("app.orders")));
+        assert!(permitted(&nc, &q("audit")));
+        assert!(!permitted(&nc, &q("other")));
+        assert!(!permitted(&nc, &Destination::Topic(ADVISORY_TOPIC.into())));
+        let w = with_static(&nc, "b", BTreeMap::new());
+        assert_eq!(
+            w.keys().map(|k| k.destination.clone()).collect::<Vec<_>>(),
+            [q("audit")]
+        );
+        nc.decrease_network_consumer_priority = false;
+        assert_eq!(priority(&nc, 3), 0);
+    }
+
+    #[test]
+    fn forwarded_messages_keep_id_timestamp_and_path() {
+        let m = Message {
+            id: MessageId("ID:a-1-7".into()),
+            destination: q("orders"),
+            persistent: true,
+            priority: 6,
+            expires: None,
+            timestamp: 1234,
+            reply_to: None,
+            correlation_id: Some("c".into()),
+            properties: BTreeMap::from([(
+                "k".to_owned(),
+                crate::message::PropertyValue::String("v".into()),
+            )]),
+            body: bytes::Bytes::from_static(b"body"),
+            redelivery_count: 0,
+            broker_path: vec!["x".into()],
+        };
+        let out = outgoing(&m, "a");
+        let frame = out.to_frame();
+        assert_eq!(frame.header(PATH_HEADER), Some("x,a"));
+        // As a duplex pull from b would rebuild it here (b appended).
+        let back = forwarded_message(&frame, "b").unwrap();
+        assert_eq!(back.id, m.id);
+        assert_eq!(back.timestamp, 1234);
+        assert_eq!((back.priority, back.persistent), (6, true));
+        assert_eq!(back.properties, m.properties);
+        assert_eq!(back.broker_path, ["x", "a", "b"]);
+        assert_eq!(&back.body[..], b"body");
+    }
+}
