@@ -8,7 +8,7 @@ mod deploy_support;
 
 use std::collections::BTreeMap;
 
-use deploy_support::{is_alive, local_cluster, port_of, stomp_roundtrip, Deployed};
+use deploy_support::{assert_has, is_alive, local_cluster, port_of, stomp_roundtrip, Deployed};
 
 fn standalone_cluster(name: &str) -> (tempfile::TempDir, Deployed, String) {
     local_cluster("deploy_standalone.toml", name, &[])
@@ -20,7 +20,7 @@ fn deploy_is_ordered_idempotent_rolling_and_destroyable() {
 
     // First deploy: everything starts, in order.
     let first = d.deploy(&[]).ok();
-    assert!(first.stdout.contains("started: "), "{}", first.stdout);
+    assert_has(&first.stdout, "started: ");
     let zk_at = first
         .stderr
         .find("ZooKeeper: 3 node(s) serving")
@@ -68,7 +68,7 @@ fn deploy_is_ordered_idempotent_rolling_and_destroyable() {
 
     // Second deploy changes nothing and says so; nothing restarted.
     let second = d.deploy(&[]).ok();
-    assert!(second.stdout.contains("no changes"), "{}", second.stdout);
+    assert_has(&second.stdout, "no changes");
     let (_, again) = d.status();
     for (svc, pid) in &pids {
         assert_eq!(
@@ -90,9 +90,9 @@ fn deploy_is_ordered_idempotent_rolling_and_destroyable() {
     let before = std::fs::read_to_string(d.base.join("zk1/run.sh")).unwrap();
     let dry = d.deploy(&["--dry-run"]);
     assert_eq!(dry.code, 3, "{}{}", dry.stdout, dry.stderr);
-    assert!(dry.stdout.contains("-exec java -Xms128m"), "{}", dry.stdout);
-    assert!(dry.stdout.contains("+exec java -Xms144m"), "{}", dry.stdout);
-    assert!(dry.stdout.contains("would restart zk1"), "{}", dry.stdout);
+    assert_has(&dry.stdout, "-exec java -Xms128m");
+    assert_has(&dry.stdout, "+exec java -Xms144m");
+    assert_has(&dry.stdout, "would restart zk1");
     assert!(
         !dry.stdout.contains("would restart east1"),
         "{}",
@@ -111,11 +111,7 @@ fn deploy_is_ordered_idempotent_rolling_and_destroyable() {
         .map(|(k, _)| k.clone())
         .unwrap();
     let rolled = d.deploy(&[]).ok();
-    let order: Vec<&str> = rolled
-        .stderr
-        .lines()
-        .filter_map(|l| l.split("stopping ").nth(1))
-        .collect();
+    let order = rolled.stopped();
     assert_eq!(order.len(), 3, "{}", rolled.stderr);
     assert_eq!(order[2], leader, "leader restarted last: {order:?}");
     let (code, after) = d.status();
@@ -135,13 +131,9 @@ fn deploy_is_ordered_idempotent_rolling_and_destroyable() {
     let bin_arg = ["--broker-bin", new_bin.to_str().unwrap()];
     let dry = d.amqctl(&["deploy", "--dry-run", bin_arg[0], bin_arg[1]]);
     assert_eq!(dry.code, 3, "{}{}", dry.stdout, dry.stderr);
-    assert!(
-        dry.stdout.contains("bin/amq-broker: binary"),
-        "{}",
-        dry.stdout
-    );
-    assert!(dry.stdout.contains("would restart east1"), "{}", dry.stdout);
-    assert!(dry.stdout.contains("would restart west1"), "{}", dry.stdout);
+    assert_has(&dry.stdout, "bin/amq-broker: binary");
+    assert_has(&dry.stdout, "would restart east1");
+    assert_has(&dry.stdout, "would restart west1");
     assert!(!dry.stdout.contains("would restart zk"), "{}", dry.stdout);
     let upgraded = d.amqctl(&["deploy", bin_arg[0], bin_arg[1]]).ok();
     let stop_east = upgraded
@@ -166,7 +158,7 @@ fn deploy_is_ordered_idempotent_rolling_and_destroyable() {
     assert_ne!(after["west1"].0, before["west1"].0);
     assert_eq!(after["zk1"].0, before["zk1"].0);
     let again = d.amqctl(&["deploy", bin_arg[0], bin_arg[1]]).ok();
-    assert!(again.stdout.contains("no changes"), "{}", again.stdout);
+    assert_has(&again.stdout, "no changes");
 
     // stop --node, status reports it down (exit 3), start brings it back.
     d.amqctl(&["stop", "--node", "west1"]).ok();
@@ -179,13 +171,13 @@ fn deploy_is_ordered_idempotent_rolling_and_destroyable() {
     assert_eq!(code, 0);
     assert_eq!(up["west1"].1, "standalone");
     let logs = d.amqctl(&["logs", "west1", "-n", "50"]).ok();
-    assert!(logs.stdout.contains("started"), "{}", logs.stdout);
+    assert_has(&logs.stdout, "started");
 
     // destroy: nothing of it keeps running; data kept unless purged.
     let running = d.recorded_pids();
     assert_eq!(running.len(), 5);
     let destroyed = d.amqctl(&["destroy"]).ok();
-    assert!(destroyed.stdout.contains("kept"), "{}", destroyed.stdout);
+    assert_has(&destroyed.stdout, "kept");
     for pid in &running {
         assert!(!is_alive(*pid), "pid {pid} still running after destroy");
     }
@@ -211,13 +203,9 @@ fn broker_that_cannot_start_names_host_service_and_log() {
     let squat = std::net::TcpListener::bind(format!("127.0.0.1:{status_port}")).unwrap();
     let run = d.deploy(&[]);
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
-    assert!(run.stderr.contains("local: west1"), "{}", run.stderr);
-    assert!(run.stderr.contains("west1/out.log"), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("exited before reporting a role"),
-        "{}",
-        run.stderr
-    );
+    assert_has(&run.stderr, "local: west1");
+    assert_has(&run.stderr, "west1/out.log");
+    assert_has(&run.stderr, "exited before reporting a role");
     // The others are consistent: east1 and ZooKeeper run.
     let (_, st) = d.status();
     assert_eq!(st["east1"].1, "standalone");
@@ -227,16 +215,8 @@ fn broker_that_cannot_start_names_host_service_and_log() {
     // only west1 starts, nothing that runs is touched.
     drop(squat);
     let resumed = d.deploy(&[]).ok();
-    assert!(
-        resumed.stdout.contains("started: west1,"),
-        "{}",
-        resumed.stdout
-    );
-    assert!(
-        resumed.stdout.contains("0 file(s) changed"),
-        "{}",
-        resumed.stdout
-    );
+    assert_has(&resumed.stdout, "started: west1,");
+    assert_has(&resumed.stdout, "0 file(s) changed");
     let (code, after) = d.status();
     assert_eq!(code, 0, "{after:?}");
     assert_eq!(after["west1"].1, "standalone");

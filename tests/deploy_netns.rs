@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use amq_harness::netns::{HostSpec, TestNet};
-use deploy_support::{inventory, is_alive, Deployed};
+use deploy_support::{assert_has, inventory, is_alive, Deployed};
 
 const HOSTNAMES: [&str; 3] = ["amq-h1", "amq-h2", "amq-h3"];
 
@@ -124,13 +124,13 @@ fn deploys_a_three_host_cluster_over_ssh_with_hosts_blocks() {
             run.stderr
         );
     }
-    assert!(run.stderr.contains("manage_hosts = true"), "{}", run.stderr);
+    assert_has(&run.stderr, "manage_hosts = true");
     assert!(!d0.base.exists(), "preflight failure must change nothing");
     drop(d0);
 
     let (_s, d) = cluster(&net, "nsok", &[]);
     let first = d.deploy(&[]).ok();
-    assert!(first.stdout.contains("started: "), "{}", first.stdout);
+    assert_has(&first.stdout, "started: ");
     for h in net.hosts() {
         let hosts = std::fs::read_to_string(h.hosts_file()).unwrap();
         assert!(hosts.contains("10.1.2.3 operators-own-entry"), "{hosts}");
@@ -186,7 +186,7 @@ fn deploys_a_three_host_cluster_over_ssh_with_hosts_blocks() {
 
     // Again: nothing to do.
     let again = d.deploy(&[]).ok();
-    assert!(again.stdout.contains("no changes"), "{}", again.stdout);
+    assert_has(&again.stdout, "no changes");
 
     let pids = d.recorded_pids();
     assert_eq!(pids.len(), 6);
@@ -222,21 +222,9 @@ fn host_keys_are_checked_and_every_preflight_problem_is_reported() {
     std::fs::write(&s.known_hosts, "").unwrap();
     let run = d.deploy(&[]);
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
-    assert!(
-        run.stderr.contains("cannot reach 3 host(s)"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("h2: the host key of 10.98.0.12"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        run.stderr.contains("--accept-new-host-keys"),
-        "{}",
-        run.stderr
-    );
+    assert_has(&run.stderr, "cannot reach 3 host(s)");
+    assert_has(&run.stderr, "h2: the host key of 10.98.0.12");
+    assert_has(&run.stderr, "--accept-new-host-keys");
     assert_eq!(std::fs::read_to_string(&s.known_hosts).unwrap(), "");
 
     // Accepted (and recorded); now preflight reports all problems together:
@@ -255,12 +243,9 @@ fn host_keys_are_checked_and_every_preflight_problem_is_reported() {
         run.stderr
     );
     for h in ["h1", "h2", "h3"] {
-        assert!(
-            run.stderr.contains(&format!(
-                "{h}: no ZooKeeper at /opt/amqctl-test-no-zookeeper"
-            )),
-            "{}",
-            run.stderr
+        assert_has(
+            &run.stderr,
+            &format!("{h}: no ZooKeeper at /opt/amqctl-test-no-zookeeper"),
         );
     }
     let recorded = std::fs::read_to_string(&s.known_hosts).unwrap();
@@ -282,12 +267,8 @@ fn host_keys_are_checked_and_every_preflight_problem_is_reported() {
     std::fs::write(&s.known_hosts, forged).unwrap();
     let run = d.deploy(&["--accept-new-host-keys"]);
     assert_eq!(run.code, 1);
-    assert!(
-        run.stderr.contains("h1: the host key of 10.98.0.11"),
-        "{}",
-        run.stderr
-    );
-    assert!(run.stderr.contains("does not match"), "{}", run.stderr);
+    assert_has(&run.stderr, "h1: the host key of 10.98.0.11");
+    assert_has(&run.stderr, "does not match");
     assert!(!d.base.exists(), "nothing deployed");
 
     // An address nobody answers on: a connect error naming the host.
@@ -297,11 +278,7 @@ fn host_keys_are_checked_and_every_preflight_problem_is_reported() {
     std::fs::write(&d.inventory, text).unwrap();
     let run = d.deploy(&["--accept-new-host-keys"]);
     assert_eq!(run.code, 1);
-    assert!(
-        run.stderr.contains("h3: cannot connect to 10.98.0.99"),
-        "{}",
-        run.stderr
-    );
+    assert_has(&run.stderr, "h3: cannot connect to 10.98.0.99");
 }
 
 fn which_java() -> std::path::PathBuf {

@@ -8,7 +8,7 @@ mod deploy_support;
 
 use std::collections::BTreeMap;
 
-use deploy_support::{is_alive, local_cluster, port_of, stomp_roundtrip};
+use deploy_support::{assert_has, is_alive, local_cluster, port_of, stomp_roundtrip};
 
 fn roles(st: &BTreeMap<String, (Option<u64>, String)>) -> (Vec<String>, Vec<String>) {
     let pick = |role: &str| {
@@ -30,7 +30,7 @@ fn pseudo_cluster_elects_one_master_redeploys_rolling_and_destroys() {
     );
 
     let first = d.deploy(&[]).ok();
-    assert!(first.stdout.contains("started: "), "{}", first.stdout);
+    assert_has(&first.stdout, "started: ");
     let (code, st) = d.status();
     assert_eq!(code, 0, "{st:?}");
     let (masters, slaves) = roles(&st);
@@ -55,7 +55,7 @@ fn pseudo_cluster_elects_one_master_redeploys_rolling_and_destroys() {
     // Re-deploy: nothing to do, nothing restarted.
     let pids: Vec<u32> = d.recorded_pids();
     let again = d.deploy(&[]).ok();
-    assert!(again.stdout.contains("no changes"), "{}", again.stdout);
+    assert_has(&again.stdout, "no changes");
     assert_eq!(d.recorded_pids(), pids);
 
     // A group-wide config change rolls: slaves first, the master last, each
@@ -65,11 +65,7 @@ fn pseudo_cluster_elects_one_master_redeploys_rolling_and_destroys() {
         .replace("zk_session_timeout = \"2s\"", "zk_session_timeout = \"3s\"");
     std::fs::write(&d.inventory, changed).unwrap();
     let rolled = d.deploy(&[]).ok();
-    let stopped: Vec<&str> = rolled
-        .stderr
-        .lines()
-        .filter_map(|l| l.split("stopping ").nth(1))
-        .collect();
+    let stopped = rolled.stopped();
     assert_eq!(stopped.len(), 3, "{}", rolled.stderr);
     assert_eq!(stopped[2], master, "master restarted last: {stopped:?}");
     let (code, st) = d.status();

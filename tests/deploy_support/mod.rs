@@ -86,6 +86,14 @@ impl Run {
         }
     }
 
+    /// Services in the order the progress lines say they were stopped.
+    pub fn stopped(&self) -> Vec<&str> {
+        self.stderr
+            .lines()
+            .filter_map(|l| l.split("stopping ").nth(1))
+            .collect()
+    }
+
     #[track_caller]
     pub fn ok(self) -> Run {
         assert_eq!(
@@ -301,4 +309,10 @@ pub fn port_of(text: &str, name: &str, key: &str) -> String {
         .unwrap_or_else(|| panic!("no {key} for {name}"))
         .trim()
         .to_string()
+}
+
+/// Asserts that `text` contains `needle`, showing all of `text` when not.
+#[track_caller]
+pub fn assert_has(text: &str, needle: &str) {
+    assert!(text.contains(needle), "expected {needle:?} in:\n{text}");
 }
