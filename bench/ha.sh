@@ -16,7 +16,7 @@ echo "# amq-broker HA benchmark ($(date -u +%FT%TZ), $(nproc) cores)"
 cargo build --release -q -p amq-broker
 out=$(cargo test --release -q -p amq-broker --test ha_bench -- --ignored --nocapture --test-threads=1 2>&1) || {
   echo "$out" | tail -50; exit 1; }
-echo "$out" | grep -E '^(RESULT|round)' 
+echo "$out" | grep -oE '(RESULT|round [0-9]+:).*'
 echo
 echo "# for comparison (shared/reference/anchors/REPORT.md, same machine):"
 echo "#   ActiveMQ 5.17 shared-file M/S, JMS failover client pause: 2.6-10.3 s (defaults), 0.8-1.3 s (1 s lock polling)"

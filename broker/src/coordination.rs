@@ -49,7 +49,7 @@ pub struct ZkSettings {
     /// `host:port,host:port` (zkAddress).
     pub address: String,
     /// zkPassword: digest authentication and ACLs when set.
-    pub password: Option<String>,
+    pub password: Option<crate::config::Secret>,
     /// zkPath.
     pub path: String,
     /// zkSessionTimeout.
@@ -313,7 +313,10 @@ async fn connect(settings: &ZkSettings) -> Result<zk::Client, CoordinationError>
         .with_session_timeout(settings.session_timeout)
         .with_connection_timeout(settings.session_timeout / 2);
     if let Some(pw) = &settings.password {
-        connector = connector.with_auth("digest", format!("{DIGEST_USER}:{pw}").as_bytes());
+        connector = connector.with_auth(
+            "digest",
+            format!("{DIGEST_USER}:{}", pw.expose()).as_bytes(),
+        );
     }
     connector
         .connect(&settings.address)

@@ -140,7 +140,7 @@ fn advertised(host: &str, hostname: Option<&str>) -> String {
 /// The replication settings a `<replicatedLevelDB>` asks for.
 pub fn replication_settings(rl: &ReplicatedLevelDb) -> ReplicationSettings {
     ReplicationSettings {
-        security_token: rl.security_token.expose().to_owned(),
+        security_token: rl.security_token.clone(),
         replicas: rl.replicas as usize,
         sync: rl.sync,
         heartbeat: Duration::from_millis(100),
@@ -197,7 +197,7 @@ pub async fn start(
 
     let zk = ZkSettings {
         address: rl.zk_address.clone(),
-        password: rl.zk_password.as_ref().map(|p| p.expose().to_owned()),
+        password: rl.zk_password.clone(),
         path: rl.zk_path.clone(),
         session_timeout: rl.zk_session_timeout,
         group: config.broker_name.clone(),

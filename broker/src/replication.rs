@@ -22,7 +22,7 @@
 //! only after that, so an ack always vouches for a prefix of the master's
 //! log.
 
-use crate::config::SyncTo;
+use crate::config::{Secret, SyncTo};
 use crate::election::{EpochHistory, Tip};
 use crate::store::{
     AppendFuture, Entry, Epoch, Position, Record, Recovered, Store, StoreError, StoreStats,
@@ -45,7 +45,7 @@ const BATCH_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct ReplicationSettings {
-    pub security_token: String,
+    pub security_token: Secret,
     /// `replicas`: a receipt needs `replicas/2` slave acks.
     pub replicas: usize,
     pub sync: SyncTo,
@@ -66,7 +66,8 @@ pub struct SlaveAck {
     pub durable: u64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// Not `Debug`: it carries the securityToken.
+#[derive(Serialize, Deserialize)]
 struct Login {
     security_token: String,
     node_id: String,
@@ -230,7 +231,7 @@ impl Replicator {
         };
         if !constant_time_eq(
             login.security_token.as_bytes(),
-            self.settings.security_token.as_bytes(),
+            self.settings.security_token.expose().as_bytes(),
         ) {
             let _ = framed.send(frame(b'R', b"Invalid security_token")).await;
             return Err(ReplicationError::Refused(format!(
@@ -364,7 +365,7 @@ impl Replicator {
         let mut framed = framed(stream);
         let history = self.history();
         let login = Login {
-            security_token: self.settings.security_token.clone(),
+            security_token: self.settings.security_token.expose().to_owned(),
             node_id,
             epoch,
             runs: history.runs().to_vec(),
@@ -532,10 +533,25 @@ impl Store for ReplicatedStore {
             0
         };
         let durable = s.sync.remote_disk;
+        let local_disk = s.sync.local_disk;
         let timeout = s.write_timeout;
         Box::pin(async move {
-            // The master's own copy is always fsynced (group commit), in
-            // parallel with the slaves' acks.
+            // Without local_disk (quorum_mem, remote_*), the master's own
+            // copy only has to be in memory: its fsync finishes in the
+            // background, and a failure there is sticky (the journal refuses
+            // every later append, so the broker stops).
+            let local = async move {
+                if local_disk {
+                    local.await.map(|_| ())
+                } else {
+                    tokio::spawn(async move {
+                        if let Err(e) = local.await {
+                            tracing::error!("journal write failed after the quorum had it: {e}");
+                        }
+                    });
+                    Ok(())
+                }
+            };
             let remote =
                 tokio::time::timeout(timeout, repl.wait_acks(epoch, position.0, need, durable));
             let (local, remote) = tokio::join!(local, remote);

@@ -15,7 +15,7 @@ use zookeeper_client as zk;
 fn settings(zk: &ZkEnsemble, path: &str, password: Option<&str>) -> ZkSettings {
     ZkSettings {
         address: zk.connect_string(),
-        password: password.map(str::to_owned),
+        password: password.map(amq_broker::config::Secret::new),
         path: path.into(),
         session_timeout: Duration::from_secs(2),
         group: "grp".into(),

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 fn settings(token: &str) -> ReplicationSettings {
     ReplicationSettings {
-        security_token: token.into(),
+        security_token: amq_broker::config::Secret::new(token),
         replicas: 3,
         sync: SyncTo::QUORUM_MEM,
         heartbeat: Duration::from_millis(50),
