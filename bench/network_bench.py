@@ -27,33 +27,20 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import broker_bench  # noqa: E402  (the Broker process wrapper and its ActiveMQ command line)
 
-HEAD = """<beans xmlns="http://www.springframework.org/schema/beans"
-  xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
-  xsi:schemaLocation="http://www.springframework.org/schema/beans http://www.springframework.org/schema/beans/spring-beans.xsd
-  http://activemq.apache.org/schema/core http://activemq.apache.org/schema/core/activemq-core.xsd">
-  <bean class="org.springframework.beans.factory.config.PropertyPlaceholderConfigurer"/>
-  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="@NAME@" useJmx="false"
-          dataDirectory="${{activemq.data}}" schedulerSupport="false">
-@NETWORK@
-    <persistenceAdapter><kahaDB directory="{data}/kahadb"/></persistenceAdapter>
-    <transportConnectors>
-      <transportConnector name="stomp" uri="stomp://127.0.0.1:{port}?maximumConnections=1000"/>
-@OPENWIRE@
-    </transportConnectors>
-  </broker>
-</beans>
-"""
-
-
 class Node(broker_bench.Broker):
     """A broker_bench.Broker with its own activemq.xml (name, network
     connector, OpenWire connector)."""
 
     def __init__(self, kind, root, args, name, network="", openwire_port=None):
         super().__init__(kind, root, args)
-        ow = ('      <transportConnector name="openwire" uri="tcp://127.0.0.1:%d"/>' % openwire_port
+        ow = ('  <transportConnector name="openwire" uri="tcp://127.0.0.1:%d"/>\n    ' % openwire_port
               if openwire_port else "")
-        self.xml = HEAD.replace("@NAME@", name).replace("@NETWORK@", network).replace("@OPENWIRE@", ow)
+        # broker_bench's single-broker configuration, renamed, with the
+        # network connector and an OpenWire connector added.
+        self.xml = (broker_bench.XML.replace('brokerName="bench"', 'brokerName="%s"' % name)
+                    .replace("<persistenceAdapter>", network + "\n    <persistenceAdapter>")
+                    .replace("</transportConnectors>", ow + "</transportConnectors>"))
+        assert 'brokerName="%s"' % name in self.xml, "broker_bench.XML changed shape"
 
     def start(self):
         saved = broker_bench.XML
@@ -68,8 +55,7 @@ class Node(broker_bench.Broker):
 
 
 def connector(uri):
-    return ('    <networkConnectors><networkConnector name="bench" uri="%s"/></networkConnectors>'
-            % uri)
+    return '<networkConnectors><networkConnector name="bench" uri="%s"/></networkConnectors>' % uri
 
 
 def load(args, produce, consume, persistent, queue):
