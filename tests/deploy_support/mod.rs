@@ -50,7 +50,7 @@ pub fn inventory(fixture: &str, vars: &BTreeMap<&str, String>) -> String {
     let text = std::fs::read_to_string(&path).unwrap();
     let mut out = String::new();
     let mut rest = text.as_str();
-    let mut ports = amq_harness::free_ports(64).into_iter();
+    let mut ports = unique_free_ports(64).into_iter();
     let mut assigned: BTreeMap<String, String> = BTreeMap::new();
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
@@ -67,6 +67,23 @@ pub fn inventory(fixture: &str, vars: &BTreeMap<&str, String>) -> String {
         rest = &rest[end + 2..];
     }
     out.push_str(rest);
+    out
+}
+
+/// Free ports never handed out before in this test process: tests run in
+/// parallel, and a port one cluster released may be the next one's pick.
+fn unique_free_ports(n: usize) -> Vec<u16> {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        for p in amq_harness::free_ports(n) {
+            if out.len() < n && !given.contains(&p) && !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    given.extend(&out);
     out
 }
 
