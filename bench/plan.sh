@@ -55,6 +55,11 @@ for inv in inventories/*.toml "$WORK/large.toml"; do
   files=$("$BIN" plan "$inv" --format json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(len(h["files"]) + sum(len(s["files"]) for s in h["services"]) for h in d["hosts"]) + len(d["client_files"]))')
   printf '%-34s %10s %10s %10s %8s\n' "$(basename "$inv")" "$med" "$lo" "$hi" "$files"
 done
-read -r med _ _ < <(median_ms "$BIN" plan "$WORK/large.toml" --out "$WORK/out")
 brokers=$(( HOSTS / 3 * 3 ))
-echo "large.toml with --out: median ${med} ms for ${brokers} brokers + 5 ZooKeeper nodes ($(python3 -c "print(round($med/$brokers, 3))") ms per broker)"
+# --out into a fresh directory every run (every file written) ...
+read -r med _ _ < <(median_ms sh -c "exec \"\$0\" plan \"\$1\" --out \"\$(mktemp -d -p \"\$2\")\"" "$BIN" "$WORK/large.toml" "$WORK")
+echo "large.toml --out, fresh directory: median ${med} ms for ${brokers} brokers + 5 ZooKeeper nodes ($(python3 -c "print(round($med/$brokers, 3))") ms per broker)"
+# ... and into the same one again (nothing changed: nothing rewritten)
+"$BIN" plan "$WORK/large.toml" --out "$WORK/same" > /dev/null
+read -r med _ _ < <(median_ms "$BIN" plan "$WORK/large.toml" --out "$WORK/same")
+echo "large.toml --out, unchanged re-plan: median ${med} ms"
