@@ -3,8 +3,8 @@
 //!
 //! A producer sends receipted persistent messages at a steady rate through
 //! the group's failover URL (the one `plan` renders for clients) and a
-//! consumer takes them with client-individual acks at half that rate, so a
-//! backlog sits in the store whenever a master dies. Then, `--kills` times:
+//! consumer takes them with client-individual acks, keeping to half of what
+//! was receipted, so a backlog sits in the store whenever a master dies. Then, `--kills` times:
 //! wait for exactly one master and a steady load, `kill -9` the master
 //! through its host's executor, and watch — every 20 ms — the status
 //! endpoints (and, for a replicated group, ZooKeeper's elected node) until
@@ -790,24 +790,29 @@ impl Load {
             .context("subscribing")?;
         let tally = Arc::new(Mutex::new(Tally::default()));
         let drain = CancellationToken::new();
+        let receipts: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
         let consumer_task = tokio::spawn({
             let tally = tally.clone();
             let consumer = consumer.clone();
             let run_id = run_id.to_string();
             let drain = drain.clone();
-            // Half the producer's rate until the drain: a backlog sits in
-            // the store at every kill, so a store that receipts before its
-            // data is durable shows as lost messages.
-            let mut tick = tokio::time::interval(Duration::from_secs_f64(2.0 / args.rate.max(0.1)));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let receipts = receipts.clone();
+            // Until the drain the consumer stays at half of what the
+            // producer got receipted: a backlog sits in the store at every
+            // kill, so a store that receipts before its data is durable
+            // shows as lost messages (whatever the rates really are).
             async move {
+                let mut taken = 0usize;
                 while let Some(msg) = sub.recv().await {
-                    if !drain.is_cancelled() {
+                    while !drain.is_cancelled()
+                        && taken * 2 > receipts.lock().expect("receipts").len()
+                    {
                         tokio::select! {
-                            _ = tick.tick() => {}
+                            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
                             _ = drain.cancelled() => {}
                         }
                     }
+                    taken += 1;
                     if msg.header(RUN_HEADER) == Some(run_id.as_str()) {
                         if let Some(seq) = msg.header(SEQ_HEADER).and_then(|s| s.parse().ok()) {
                             tally.lock().expect("tally").record(seq);
@@ -817,7 +822,6 @@ impl Load {
                 }
             }
         });
-        let receipts = Arc::new(Mutex::new(Vec::new()));
         let stop = CancellationToken::new();
         let producer_task = tokio::spawn(produce(
             producer.clone(),
