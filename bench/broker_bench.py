@@ -10,9 +10,11 @@ a free 127.0.0.1 port). For each broker:
     1+1 and 8+8 clients, --size byte bodies, every SEND receipted, median of
     --reps runs of --count messages (each run bounded by --max-time);
   * an independent check with stomp.py (bench/stomp_check.py), 1+1.
-Then the same matrix against `amqctl bench --serve-sink` in its own process
-(a STOMP endpoint that receipts and forwards at once, a broker that costs
-next to nothing): the load tool's own ceiling on this machine.
+The same matrix also runs against `amqctl bench --serve-sink` in its own
+process (a STOMP endpoint that receipts and forwards at once, a broker that
+costs next to nothing): the load tool's own ceiling on this machine. The
+load runs are interleaved across the servers (all up at once), so that drift
+in the machine's load does not favour one of them.
 
 Loopback only; every process is started here and stopped by PID (SIGTERM,
 then SIGKILL after 20 s), also on errors and Ctrl-C.
@@ -183,7 +185,8 @@ def median_report(reports):
     return out
 
 
-def measure(kind, args, root):
+def startup(kind, args, root):
+    """Start-up time and idle RSS over --starts fresh starts."""
     b = Broker(kind, root, args)
     starts, rss = [], []
     for _ in range(args.starts):
@@ -193,18 +196,33 @@ def measure(kind, args, root):
         b.stop()
     print("  %s: start-up %s ms, idle RSS %s MiB" % (kind, [round(s, 1) for s in starts],
                                                    [round(r / 1024, 1) for r in rss]), flush=True)
-    b.start()
-    rows = {}
-    for persistent, p, c in MATRIX:
-        reports = [amqctl_bench(args.amqctl, b.url(), persistent, p, c, args) for _ in range(args.reps)]
-        rows[row_name(persistent, p, c)] = median_report(reports)
-        print("  %s %-20s %s msg/s" % (kind, row_name(persistent, p, c), rows[row_name(persistent, p, c)]["runs"]),
-              flush=True)
-    checks = {("persistent" if pers else "non-persistent"): stomp_py(b.port, pers, args) for pers in (True, False)}
-    rss_after = b.rss_kb()
-    b.stop()
-    return {"startup_ms": statistics.median(starts), "startups_ms": starts,
-            "idle_rss_kb": statistics.median(rss), "rss_after_load_kb": rss_after, "rows": rows, "stomp_py": checks}
+    return {"startup_ms": statistics.median(starts), "startups_ms": starts, "idle_rss_kb": statistics.median(rss)}
+
+
+def load(kinds, args, root, results):
+    """The matrix with every server up at once, runs interleaved (rep by rep,
+    row by row, server by server), so that drift in the machine's load hits
+    all of them alike; medians per server and row."""
+    servers = {k: Broker(k, root, args) for k in kinds}
+    for b in servers.values():
+        b.start()
+    runs = {k: {row_name(*m): [] for m in MATRIX} for k in kinds}
+    for rep in range(args.reps):
+        for m in MATRIX:
+            got = []
+            for k in kinds:
+                r = amqctl_bench(args.amqctl, servers[k].url(), *m, args)
+                runs[k][row_name(*m)].append(r)
+                got.append("%s %.0f" % (k, r["throughput"]))
+            print("  run %d/%d %-20s %s msg/s" % (rep + 1, args.reps, row_name(*m), ", ".join(got)), flush=True)
+    for k in kinds:
+        results.setdefault(k, {})["rows"] = {row: median_report(rs) for row, rs in runs[k].items()}
+        if k != "sink":
+            results[k]["stomp_py"] = {("persistent" if pers else "non-persistent"): stomp_py(servers[k].port, pers, args)
+                                      for pers in (True, False)}
+            results[k]["rss_after_load_kb"] = servers[k].rss_kb()
+    for b in servers.values():
+        b.stop()
 
 
 def fmt_lat(r):
@@ -274,15 +292,12 @@ def main():
     root = tempfile.mkdtemp(prefix="amqctl-bench.")
     results = {}
     try:
-        for kind in args.brokers.split(","):
-            print("measuring %s ..." % kind, flush=True)
-            results[kind] = measure(kind, args, root)
-        print("measuring the load tool against the sink (amqctl bench --serve-sink) ...", flush=True)
-        sink = Broker("sink", root, args)
-        sink.start()
-        results["sink"] = {"rows": {row_name(*m): median_report(
-            [amqctl_bench(args.amqctl, sink.url(), *m, args) for _ in range(args.reps)]) for m in MATRIX}}
-        sink.stop()
+        brokers = args.brokers.split(",")
+        print("start-up and idle RSS ...", flush=True)
+        for kind in brokers:
+            results[kind] = startup(kind, args, root)
+        print("load (the sink is amqctl bench --serve-sink: the load tool's ceiling) ...", flush=True)
+        load(brokers + ["sink"], args, root, results)
     finally:
         for b in list(RUNNING):
             b.stop()

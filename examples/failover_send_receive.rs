@@ -31,8 +31,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Every connect, disconnect and reconnect, with timestamps.
     let (client, mut events) = FailoverClient::start_observed(FailoverUri::parse(&url)?, options);
     tokio::spawn(async move {
-        while let Ok(event) = events.recv().await {
-            println!("event: {event}");
+        loop {
+            match events.recv().await {
+                Ok(event) => println!("event: {event}"),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
         }
     });
     client.wait_connected().await?;

@@ -7,6 +7,7 @@ use amq_broker::failover::{EventKind, FailoverClient, FailoverEvent, FailoverUri
 use anyhow::{bail, Context};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
 
 /// How to reach and log in to the broker; shared by send, receive and bench.
 #[derive(Debug, Clone, clap::Args)]
@@ -51,8 +52,14 @@ impl ConnectArgs {
         let (client, mut events) = FailoverClient::start_observed(uri, self.options()?);
         let verbose = self.verbose;
         tokio::spawn(async move {
-            while let Ok(e) = events.recv().await {
-                print_event(&e, verbose);
+            loop {
+                match events.recv().await {
+                    Ok(e) => print_event(&e, verbose),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        eprintln!("({n} connection events not shown)")
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
             }
         });
         client.wait_connected().await?;

@@ -7,8 +7,22 @@
 mod client_support;
 
 use assert_cmd::Command;
-use client_support::{start, unique_queue, Kind, TestBroker};
+use client_support::{start, unique_queue, Kind};
 use predicates::prelude::*;
+
+/// Runs `amqctl bench ... --json` and returns its report.
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let out = amqctl()
+        .arg("bench")
+        .args(args)
+        .args(["--warmup", "0", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    serde_json::from_slice(&out).unwrap()
+}
 
 fn amqctl() -> Command {
     let mut cmd = Command::cargo_bin("amqctl").unwrap();
@@ -114,23 +128,7 @@ fn send_then_receive(kind: Kind) {
         .success();
 
     // The load tool against the real broker: nothing lost.
-    let out = amqctl()
-        .args([
-            "bench",
-            &amq.url(),
-            "-n",
-            "500",
-            "--persistent",
-            "--warmup",
-            "0",
-            "--json",
-        ])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let r: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let r = bench_json(&[&amq.url(), "-n", "500", "--persistent"]);
     assert_eq!(r["receipted"], 500);
     assert_eq!(r["consumed"], 500);
     assert_eq!(r["lost"], 0);
@@ -208,28 +206,17 @@ fn unreachable_brokers_fail_after_the_configured_attempts() {
 
 #[test]
 fn bench_against_the_sink_reports_receipted_throughput() {
-    let out = amqctl()
-        .args([
-            "bench",
-            "--sink",
-            "-n",
-            "3000",
-            "-p",
-            "2",
-            "-c",
-            "2",
-            "--in-flight",
-            "4",
-            "--warmup",
-            "0",
-            "--json",
-        ])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let r: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let r = bench_json(&[
+        "--sink",
+        "-n",
+        "3000",
+        "-p",
+        "2",
+        "-c",
+        "2",
+        "--in-flight",
+        "4",
+    ]);
     assert_eq!(r["receipted"], 3000);
     assert_eq!(r["consumed"], 3000);
     assert_eq!(r["lost"], 0);

@@ -247,15 +247,7 @@ async fn read_loop(
         };
         match frame.command {
             Command::Receipt => {
-                let tx = frame.header("receipt-id").and_then(|id| {
-                    shared
-                        .state
-                        .lock()
-                        .expect("client state lock")
-                        .receipts
-                        .remove(id)
-                });
-                if let Some(tx) = tx {
+                if let Some(tx) = shared.take_receipt(&frame) {
                     let _ = tx.send(Ok(()));
                 }
             }
@@ -288,15 +280,7 @@ async fn read_loop(
                     return shared.close(redirect);
                 }
                 let message = error_message(&frame);
-                let refused = frame.header("receipt-id").and_then(|id| {
-                    shared
-                        .state
-                        .lock()
-                        .expect("client state lock")
-                        .receipts
-                        .remove(id)
-                });
-                if let Some(tx) = refused {
+                if let Some(tx) = shared.take_receipt(&frame) {
                     let _ = tx.send(Err(ClientError::Broker {
                         message: message.clone(),
                         detail: String::from_utf8_lossy(&frame.body).into_owned(),

@@ -320,6 +320,16 @@ impl Shared {
         self.closed.borrow().clone()
     }
 
+    /// The waiter for the receipt a RECEIPT or ERROR frame names.
+    fn take_receipt(&self, frame: &Frame) -> Option<ReceiptTx> {
+        let id = frame.header("receipt-id")?;
+        self.state
+            .lock()
+            .expect("client state lock")
+            .receipts
+            .remove(id)
+    }
+
     /// Encodes `frame` into the outbox and writes what the socket takes now.
     /// With `limit`, refuses (returns `Ok(false)`) while the outbox holds
     /// more than that.
