@@ -301,6 +301,11 @@ pub struct BrokerSettings {
     pub policies: Policies,
     /// Bytes of non-persistent messages held before producers wait.
     pub memory_limit: u64,
+    /// Let acknowledgements nobody waits for ride on the next journal batch
+    /// ([`State::lazy`]). Off for the replicated store: there every write
+    /// is shipped to a quorum and elections compare positions, so acks go
+    /// out as they come.
+    pub lazy_acks: bool,
 }
 
 impl BrokerSettings {
@@ -309,6 +314,10 @@ impl BrokerSettings {
             name: config.broker_name.clone(),
             policies: config.policies.clone(),
             memory_limit: config.memory_limit,
+            lazy_acks: !matches!(
+                config.persistence,
+                crate::config::Persistence::ReplicatedLevelDb(_)
+            ),
         }
     }
 }
@@ -1271,7 +1280,8 @@ impl Broker {
     /// [`State::lazy`]); anything else is appended now.
     fn finish_lazily(&self, st: &mut State) -> Completion {
         let only_acks = st.records.iter().all(|r| matches!(r, Record::Ack { .. }));
-        if only_acks && st.lazy.len() + st.records.len() <= LAZY_ACK_MAX {
+        if self.settings.lazy_acks && only_acks && st.lazy.len() + st.records.len() <= LAZY_ACK_MAX
+        {
             st.lazy.append(&mut st.records);
             return Completion::done();
         }

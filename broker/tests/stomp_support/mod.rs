@@ -70,6 +70,7 @@ pub fn settings() -> BrokerSettings {
         name: "test".into(),
         policies: Policies::default(),
         memory_limit: 64 << 20,
+        lazy_acks: true,
     }
 }
 
