@@ -71,35 +71,35 @@ def load(args, produce, consume, persistent, queue):
 
 
 def measure(kind, args, root):
+    """One broker and a bridged pair run side by side; each repetition runs
+    the single-broker load and then the bridged one, so both see the same
+    machine (the other load on it changes by the minute)."""
     rows = {}
     single = Node(kind, root, args, "single")
-    single.start()
-    try:
-        for persistent in (True, False):
-            runs = [load(args, single, single, persistent, "single.%s.%d" % (persistent, i))
-                    for i in range(args.reps)]
-            rows[("single", persistent)] = runs
-            print("  %s single  %-14s %s msg/s" % (kind, mode(persistent), [round(r["throughput"]) for r in runs]),
-                  flush=True)
-    finally:
-        single.stop()
-
     ow = broker_bench.free_port() if kind == "activemq" else None
     b2 = Node(kind, root, args, "b2", openwire_port=ow)
-    b2.start()
-    target = "tcp://127.0.0.1:%d" % ow if kind == "activemq" else "stomp://" + b2.addr()
-    b1 = Node(kind, root, args, "b1", network=connector("static:(%s)" % target))
     try:
+        single.start()
+        b2.start()
+        target = "tcp://127.0.0.1:%d" % ow if kind == "activemq" else "stomp://" + b2.addr()
+        b1 = Node(kind, root, args, "b1", network=connector("static:(%s)" % target))
         b1.start()
         time.sleep(args.bridge_wait)  # ActiveMQ starts its bridge after the connectors
         for persistent in (True, False):
-            runs = [load(args, b1, b2, persistent, "net.%s.%d" % (persistent, i)) for i in range(args.reps)]
-            rows[("network", persistent)] = runs
-            print("  %s network %-14s %s msg/s" % (kind, mode(persistent), [round(r["throughput"]) for r in runs]),
-                  flush=True)
+            for where in ("single", "network"):
+                rows[(where, persistent)] = []
+            for i in range(args.reps):
+                rows[("single", persistent)].append(
+                    load(args, single, single, persistent, "single.%s.%d" % (persistent, i)))
+                rows[("network", persistent)].append(
+                    load(args, b1, b2, persistent, "net.%s.%d" % (persistent, i)))
+            for where in ("single", "network"):
+                print("  %s %-8s %-14s %s msg/s" % (kind, where, mode(persistent),
+                                                    [round(r["throughput"]) for r in rows[(where, persistent)]]),
+                      flush=True)
     finally:
-        b1.stop()
-        b2.stop()
+        for b in list(broker_bench.RUNNING):
+            b.stop()
     return rows
 
 
@@ -141,7 +141,8 @@ def main():
     kinds = list(results)
     title = {"amq-broker": "amq-broker", "activemq": "ActiveMQ 5.17"}
     print()
-    print("1 producer on broker 1 → 1 consumer on broker 2 over a static bridge, vs both on one broker;")
+    print("1 producer on broker 1 → 1 consumer on broker 2 over a static bridge, vs both on one broker")
+    print("(each run on one broker is followed by one over the bridge, both brokers' setups running throughout);")
     print("%d B bodies, %d msgs per run, median of %d, %d receipted SENDs in flight, one ACK per message"
           % (args.size, args.count, args.reps, args.in_flight))
     print("load average before/after: %.2f / %.2f (2 cores)" % (load0, os.getloadavg()[0]))
@@ -154,12 +155,17 @@ def main():
         print("%-34s" % ("%s, one broker msg/s" % mode(persistent)) + "".join("%16.0f" % med[k]["single"] for k in kinds))
         print("%-34s" % ("%s, over the bridge msg/s" % mode(persistent))
               + "".join("%16.0f" % med[k]["network"] for k in kinds))
-        print("%-34s" % "  ratio bridge / one broker" + "".join("%16.2f" % (med[k]["network"] / med[k]["single"])
-                                                               for k in kinds))
+        ratios = {k: statistics.median(n["throughput"] / s["throughput"] for s, n in
+                                       zip(results[k][("single", persistent)], results[k][("network", persistent)]))
+                  for k in kinds}
+        print("%-34s" % "  ratio bridge / one broker" + "".join("%16.2f" % ratios[k] for k in kinds))
+        print("%-34s" % "  (median of the per-run ratios)")
         incomplete = {k: sum(not r["complete"] for w in ("single", "network") for r in results[k][(w, persistent)])
                       for k in kinds}
         if any(incomplete.values()):
             print("%-34s" % "  runs not complete (loss/timeout)" + "".join("%16d" % incomplete[k] for k in kinds))
+        for k in kinds:
+            med[k]["ratio"] = ratios[k]
         summary[mode(persistent)] = med
     if len(kinds) == 2:
         for persistent in (True, False):
