@@ -9,7 +9,7 @@ command -v java >/dev/null || need+=(default-jre-headless)
 [ -e /usr/share/zookeeper/bin/zkServer.sh ] || [ -e /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
 [ -e /usr/share/activemq/bin/activemq ] || need+=(activemq)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
-python3 -c 'import stomp' 2>/dev/null || need+=(python3-stomp)
+/usr/bin/python3 -c 'import stomp' 2>/dev/null || need+=(python3-stomp)  # Debian's python3, as the tests use
 command -v ip >/dev/null || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
