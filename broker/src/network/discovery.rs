@@ -133,9 +133,10 @@ pub struct Group {
     pub name: String,
     pub ttl: u32,
     pub keep_alive: Duration,
-    /// The interface to join and send on (`interface=`); unspecified: the
+    /// The interface to join and send on: an IPv4 address (`interface=`) or
+    /// a NIC name (`networkInterface=`, `joinNetworkInterface=`); empty: the
     /// routing table decides.
-    pub interface: Ipv4Addr,
+    pub interface: String,
 }
 
 pub const DEFAULT_GROUP_ADDR: Ipv4Addr = Ipv4Addr::new(239, 255, 2, 3);
@@ -179,7 +180,7 @@ impl Group {
             name: "default".into(),
             ttl: 1,
             keep_alive: Duration::from_millis(500),
-            interface: Ipv4Addr::UNSPECIFIED,
+            interface: String::new(),
         };
         let mut rest_opts = Vec::new();
         for (k, v) in form_urlencoded::parse(query.as_bytes()) {
@@ -191,7 +192,7 @@ impl Group {
                     group.keep_alive = Duration::from_millis(v.parse().map_err(|_| bad())?)
                 }
                 "interface" | "networkInterface" | "joinNetworkInterface" => {
-                    group.interface = v.parse().map_err(|_| bad())?
+                    group.interface = v.into_owned()
                 }
                 // ActiveMQ's Java loopback switch; datagrams always loop back
                 // here so brokers on one host find each other.
@@ -225,13 +226,29 @@ impl Group {
         Some((alive, uri))
     }
 
+    /// The interface's IPv4 address (unspecified when none is named).
+    fn interface_addr(&self) -> std::io::Result<Ipv4Addr> {
+        if self.interface.is_empty() {
+            return Ok(Ipv4Addr::UNSPECIFIED);
+        }
+        if let Ok(a) = self.interface.parse() {
+            return Ok(a);
+        }
+        nic_ipv4(&self.interface).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("network interface {:?} has no IPv4 address", self.interface),
+            )
+        })
+    }
+
     fn listen(&self) -> std::io::Result<UdpSocket> {
         use socket2::{Domain, Protocol, Socket, Type};
         let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
         // Every broker on the host listens on the same group and port.
         s.set_reuse_address(true)?;
         s.bind(&SocketAddrV4::new(self.addr, self.port).into())?;
-        s.join_multicast_v4(&self.addr, &self.interface)?;
+        s.join_multicast_v4(&self.addr, &self.interface_addr()?)?;
         s.set_nonblocking(true)?;
         UdpSocket::from_std(s.into())
     }
@@ -241,12 +258,42 @@ impl Group {
         let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
         s.set_multicast_ttl_v4(self.ttl)?;
         s.set_multicast_loop_v4(true)?;
-        if !self.interface.is_unspecified() {
-            s.set_multicast_if_v4(&self.interface)?;
+        let interface = self.interface_addr()?;
+        if !interface.is_unspecified() {
+            s.set_multicast_if_v4(&interface)?;
         }
         s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0).into())?;
         s.set_nonblocking(true)?;
         UdpSocket::from_std(s.into())
+    }
+}
+
+/// The first IPv4 address of the NIC `name`.
+fn nic_ipv4(name: &str) -> Option<Ipv4Addr> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list we free below; each
+    // entry's name is a NUL-terminated string and its address, when not
+    // null, is a sockaddr of the family it names.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return None;
+        }
+        let mut found = None;
+        let mut cur = list;
+        while !cur.is_null() && found.is_none() {
+            let ifa = &*cur;
+            let addr = ifa.ifa_addr;
+            if !addr.is_null()
+                && i32::from((*addr).sa_family) == libc::AF_INET
+                && std::ffi::CStr::from_ptr(ifa.ifa_name).to_bytes() == name.as_bytes()
+            {
+                let sin = &*(addr as *const libc::sockaddr_in);
+                found = Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+            }
+            cur = ifa.ifa_next;
+        }
+        libc::freeifaddrs(list);
+        found
     }
 }
 
@@ -789,7 +836,11 @@ mod tests {
             group.parse_datagram("other.ActiveMQ-4.alive.%x%stomp://h:1"),
             None
         );
-        let (g, _) = Group::parse("multicast://239.1.2.3:6255?group=blue&timeToLive=2").unwrap();
+        let (g, _) = Group::parse(
+            "multicast://239.1.2.3:6255?group=blue&timeToLive=2&networkInterface=lo&joinNetworkInterface=lo",
+        )
+        .unwrap();
+        assert_eq!(g.interface_addr().unwrap(), Ipv4Addr::LOCALHOST);
         assert_eq!(
             (g.addr, g.port, g.name.as_str(), g.ttl),
             (Ipv4Addr::new(239, 1, 2, 3), 6255, "blue", 2)
