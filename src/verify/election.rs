@@ -17,8 +17,8 @@ use crate::deploy::preflight::{expected_names, run_facts};
 use crate::deploy::service::Service;
 use crate::deploy::HostArgs;
 use crate::executor::{ExecError, Host};
-use crate::send::ConnectArgs;
 use crate::plan::Format;
+use crate::send::ConnectArgs;
 use crate::topology::{Group, Store};
 
 use super::probe::{self, Answer, Observed, Role};
