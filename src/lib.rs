@@ -24,8 +24,8 @@ pub mod status;
 pub mod stop;
 pub mod topology;
 pub mod up;
-pub mod verify;
 mod validate;
+pub mod verify;
 
 pub use diag::{Diagnostic, Diagnostics};
 pub use render::{render, RenderedPlan};

@@ -2,11 +2,11 @@
 //! features (failover transport, networks of brokers, master/slave).
 
 pub mod broker;
+pub mod client;
 pub mod config;
 pub mod connection;
 pub mod coordination;
 pub mod election;
-pub mod client;
 pub mod failover;
 pub mod ha;
 pub mod lock;

@@ -34,7 +34,10 @@ impl ProcessGuard {
     pub fn signal(&self, sig: i32) -> io::Result<()> {
         let pid = self.pid();
         if pid == 0 {
-            return Err(io::Error::new(io::ErrorKind::NotFound, "process already reaped"));
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "process already reaped",
+            ));
         }
         // SAFETY: kill(2) with a PID we spawned and have not reaped yet.
         if unsafe { libc::kill(pid as i32, sig) } == 0 {
