@@ -104,6 +104,7 @@ pub struct RawGroup {
     pub lock_keep_alive_period: Option<S<i64>>,
     pub lock_acquire_sleep_interval: Option<S<i64>>,
     pub failover: Option<S<FailoverTable>>,
+    pub failover_bound: Option<S<String>>,
     #[serde(default)]
     pub brokers: Vec<S<RawBroker>>,
 }

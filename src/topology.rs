@@ -203,6 +203,10 @@ pub struct Group {
     pub brokers: Vec<Broker>,
     /// Failover transport options for this group's client URLs, in URL order.
     pub failover: Vec<(String, String)>,
+    /// Longest a new master may take in `amqctl verify failover` (a time
+    /// span); `None`: the store's own timing plus 5 s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failover_bound: Option<String>,
 }
 
 impl Group {

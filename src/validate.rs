@@ -904,11 +904,22 @@ impl Validator<'_, '_> {
                 Store::Standalone
             }
         };
+        let failover_bound = t.failover_bound.as_ref().map(|s| {
+            if !is_timespan(s.get_ref()) {
+                self.c.error(
+                    sp(s),
+                    format!("invalid failover_bound \"{}\"", s.get_ref()),
+                    "use a time span such as \"7s\" or \"2500ms\"",
+                );
+            }
+            s.get_ref().clone()
+        });
         Some(Group {
             name,
             store,
             brokers,
             failover,
+            failover_bound,
         })
     }
 

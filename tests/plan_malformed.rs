@@ -675,3 +675,16 @@ host = "local"
         ],
     );
 }
+
+#[test]
+fn failover_bound_must_be_a_time_span() {
+    rejected(
+        &with_head(&ONE_BROKER.replace(
+            "name = \"g\"",
+            "name = \"g\"\nfailover_bound = \"soon\"",
+        )),
+        &[
+            "inv.toml:10:18: error: invalid failover_bound \"soon\"; use a time span such as \"7s\" or \"2500ms\"",
+        ],
+    );
+}

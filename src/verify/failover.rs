@@ -203,8 +203,16 @@ fn pick_group<'t>(topo: &'t Topology, name: Option<&str>) -> anyhow::Result<&'t 
     }
 }
 
-/// How long a new master may take: the inventory's timing plus 5 s.
+/// How long a new master may take: the group's `failover_bound`, else the
+/// store's own timing plus 5 s.
 pub fn default_bound(group: &Group) -> Duration {
+    if let Some(b) = group
+        .failover_bound
+        .as_deref()
+        .and_then(|s| amq_broker::config::parse_timespan(s).ok())
+    {
+        return b;
+    }
     let slack = Duration::from_secs(5);
     match &group.store {
         Store::Replicated(r) => {
@@ -1249,6 +1257,7 @@ port_offset = 20
 name = "s"
 store = "shared-file"
 lock_acquire_sleep_interval = 2000
+failover_bound = "2500ms"
 [[groups.brokers]]
 name = "s1"
 host = "h"
@@ -1263,7 +1272,7 @@ port_offset = 40
         .map_err(|d| d.render())
         .unwrap();
         assert_eq!(default_bound(topo.group("r")), Duration::from_secs(8));
-        assert_eq!(default_bound(topo.group("s")), Duration::from_secs(7));
+        assert_eq!(default_bound(topo.group("s")), Duration::from_millis(2500));
         assert_eq!(pick_group(&topo, None).unwrap().name, "r");
         let err = pick_group(&topo, Some("x")).unwrap_err().to_string();
         assert!(
