@@ -60,10 +60,21 @@ fn verify_passes_when_healthy_and_fails_on_loss_and_lost_quorum() {
         .arg(&d.logs)
         .env(unsafe_env[0].0, unsafe_env[0].1);
     deploy_support::Run::of(start.output().unwrap()).ok();
-    let (run, doc) = failover(&d, &["--kills", "1", "--settle", "2"], &unsafe_env);
+    // Whether a kill lands inside the unsafe write window depends on timing
+    // (a stalled producer on a loaded machine may have nothing unwritten), so
+    // give the loss up to three kills per attempt and three attempts; a safe
+    // broker never loses one, as the healthy run above shows.
+    let mut attempt = 0;
+    let (run, doc) = loop {
+        attempt += 1;
+        let (run, doc) = failover(&d, &["--kills", "3", "--settle", "2"], &unsafe_env);
+        if run.code != 0 || attempt == 3 {
+            break (run, doc);
+        }
+    };
     assert_eq!(
         run.code, 1,
-        "loss must fail verify:\n{}\n{}",
+        "loss must fail verify (attempt {attempt}):\n{}\n{}",
         run.stdout, run.stderr
     );
     assert!(doc["lost"].as_u64().unwrap() > 0, "{doc:#}");
