@@ -130,9 +130,23 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
+            // Read the whole request before answering and drain whatever is
+            // left before closing: closing with unread bytes sends a RST,
+            // which the client would see as "connection reset" instead of
+            // the answer.
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let mut req = Vec::new();
             let mut buf = [0u8; 512];
-            let _ = s.read(&mut buf);
+            while let Ok(n @ 1..) = s.read(&mut buf) {
+                req.extend_from_slice(&buf[..n]);
+                if req.ends_with(b"\r\n\r\n") || req == b"srvr" {
+                    break;
+                }
+            }
             s.write_all(answer).unwrap();
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            while let Ok(1..) = s.read(&mut buf) {}
         });
         addr
     }
