@@ -200,7 +200,17 @@ fn broker_that_cannot_start_names_host_service_and_log() {
     let (_tmp, d, text) = standalone_cluster("dfail");
     // Occupy west1's status port so it cannot bind it.
     let status_port = port_of(&text, "west1", "status_port");
-    let squat = std::net::TcpListener::bind(format!("127.0.0.1:{status_port}")).unwrap();
+    // The port came from a bind to port 0, so a short-lived outgoing
+    // connection may hold it as its local port for a moment: retry briefly.
+    let squat = (0..50)
+        .find_map(|_| {
+            let l = std::net::TcpListener::bind(format!("127.0.0.1:{status_port}")).ok();
+            if l.is_none() {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            l
+        })
+        .expect("the status port stays taken by another socket");
     let run = d.deploy(&[]);
     assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
     assert_has(&run.stderr, "local: west1");
