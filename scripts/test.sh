@@ -18,4 +18,4 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 cargo build --workspace --all-targets
-cargo test --workspace -- --test-threads=4
+cargo test --workspace -- --test-threads=2
