@@ -99,42 +99,47 @@ pub fn prometheus_text(s: &BrokerStatus) -> String {
         &one(s.memory_limit as f64),
     );
     if let Some(j) = &s.journal {
-        family(
-            "journal_position",
-            "gauge",
-            "Position of the last journal record.",
-            &one(j.position as f64),
-        );
-        family(
-            "journal_appends_total",
-            "counter",
-            "Batches appended to the journal.",
-            &one(j.stats.appends as f64),
-        );
-        family(
-            "journal_records_total",
-            "counter",
-            "Records appended to the journal.",
-            &one(j.stats.records as f64),
-        );
-        family(
-            "journal_fsyncs_total",
-            "counter",
-            "fdatasync calls of the journal.",
-            &one(j.stats.fsyncs as f64),
-        );
-        family(
-            "journal_bytes_total",
-            "counter",
-            "Bytes appended to the journal.",
-            &one(j.stats.bytes as f64),
-        );
-        family(
-            "journal_segments",
-            "gauge",
-            "Journal segment files on disk.",
-            &one(j.stats.segments as f64),
-        );
+        let st = &j.stats;
+        for (name, kind, help, v) in [
+            (
+                "journal_position",
+                "gauge",
+                "Position of the last journal record.",
+                j.position,
+            ),
+            (
+                "journal_appends_total",
+                "counter",
+                "Batches appended to the journal.",
+                st.appends,
+            ),
+            (
+                "journal_records_total",
+                "counter",
+                "Records appended to the journal.",
+                st.records,
+            ),
+            (
+                "journal_fsyncs_total",
+                "counter",
+                "fdatasync calls of the journal.",
+                st.fsyncs,
+            ),
+            (
+                "journal_bytes_total",
+                "counter",
+                "Bytes appended to the journal.",
+                st.bytes,
+            ),
+            (
+                "journal_segments",
+                "gauge",
+                "Journal segment files on disk.",
+                st.segments,
+            ),
+        ] {
+            family(name, kind, help, &one(v as f64));
+        }
     }
     let per_dest = |f: &dyn Fn(&crate::broker::DestinationStatus) -> f64| -> Vec<(String, f64)> {
         s.destinations
