@@ -28,7 +28,37 @@ use tokio::time::Instant;
 use zookeeper_client as zk;
 
 /// The digest identity brokers of a group authenticate as with zkPassword.
-const DIGEST_USER: &str = "amqctl";
+/// Their nodes' ACLs grant only this identity, so a tool reading the group
+/// (amqctl verify) must authenticate as it too.
+pub const DIGEST_USER: &str = "amqctl";
+
+/// `zkPath/elected-<group>`: the node holding `group`'s elected master.
+/// Characters of `group` other than ASCII letters, digits, `-`, `_` and `.`
+/// become `_`, so any brokerName gives one plain node name.
+pub fn elected_path(zk_path: &str, group: &str) -> String {
+    let group: String = group
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{}/elected-{group}", zk_path.trim_end_matches('/'))
+}
+
+/// The sequence number of a member node, named `0` followed by ZooKeeper's
+/// sequence digits (`00000000017` → 17); `None` for any other child of
+/// zkPath, such as an elected node.
+pub fn member_sequence(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix('0')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinationError {
@@ -69,18 +99,7 @@ impl ZkSettings {
     }
 
     fn elected_path(&self) -> String {
-        let group: String = self
-            .group
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        format!("{}/elected-{group}", self.path.trim_end_matches('/'))
+        elected_path(&self.path, &self.group)
     }
 
     fn validate(&self) -> Result<(), CoordinationError> {
@@ -487,14 +506,6 @@ async fn claim(
     }
 }
 
-fn is_member_name(name: &str) -> Option<u64> {
-    let digits = name.strip_prefix('0')?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
-}
-
 async fn read_view(
     client: &zk::Client,
     settings: &ZkSettings,
@@ -503,7 +514,7 @@ async fn read_view(
     let children = client.list_children(&settings.path).await?;
     let reads: Vec<_> = children
         .iter()
-        .filter_map(|c| is_member_name(c).map(|seq| (seq, format!("{}/{c}", settings.path))))
+        .filter_map(|c| member_sequence(c).map(|seq| (seq, format!("{}/{c}", settings.path))))
         .map(|(seq, path)| {
             let client = client.clone();
             async move { (seq, client.get_data(&path).await) }
@@ -568,10 +579,22 @@ mod tests {
 
     #[test]
     fn member_names_are_zero_then_digits() {
-        assert_eq!(is_member_name("00000000017"), Some(17));
-        assert_eq!(is_member_name("0"), None);
-        assert_eq!(is_member_name("elected-x"), None);
-        assert_eq!(is_member_name("1000"), None);
+        assert_eq!(member_sequence("00000000017"), Some(17));
+        assert_eq!(member_sequence("0"), None);
+        assert_eq!(member_sequence("elected-x"), None);
+        assert_eq!(member_sequence("1000"), None);
+        assert_eq!(member_sequence("0000000001a"), None);
+        // The elected node of any group, even one named in digits, is told
+        // from the members.
+        let elected = elected_path("/amq", "0000000017");
+        assert_eq!(member_sequence(elected.rsplit('/').next().unwrap()), None);
+    }
+
+    #[test]
+    fn the_elected_node_sits_beside_the_members() {
+        assert_eq!(elected_path("/amq/ha", "ha"), "/amq/ha/elected-ha");
+        assert_eq!(elected_path("/amq/ha/", "ha"), "/amq/ha/elected-ha");
+        assert_eq!(elected_path("/amq", "b 1/x"), "/amq/elected-b_1_x");
     }
 
     #[test]

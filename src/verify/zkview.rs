@@ -6,14 +6,12 @@
 
 use std::time::Duration;
 
-use amq_broker::coordination::{ElectedData, MemberData};
+use amq_broker::coordination::{
+    elected_path, member_sequence, ElectedData, MemberData, DIGEST_USER,
+};
 use zookeeper_client as zk;
 
 use crate::topology::{Broker, Group, Store, Topology};
-
-/// The digest identity brokers authenticate as with zkPassword (the one
-/// `amq_broker::coordination` uses).
-const DIGEST_USER: &str = "amqctl";
 
 #[derive(Debug, Clone, Default)]
 pub struct GroupView {
@@ -115,7 +113,7 @@ impl ZkReader {
         };
         let mut view = GroupView::default();
         for child in &children {
-            let Some(seq) = member_seq(child) else {
+            let Some(seq) = member_sequence(child) else {
                 continue;
             };
             match self.client.get_data(&format!("{path}/{child}")).await {
@@ -131,36 +129,11 @@ impl ZkReader {
             }
         }
         view.members.sort_by_key(|(seq, _)| *seq);
-        view.elected = match self
-            .client
-            .get_data(&format!("{path}/elected-{}", group.name))
-            .await
-        {
+        view.elected = match self.client.get_data(&elected_path(path, &group.name)).await {
             Ok((bytes, _)) => serde_json::from_slice(&bytes).ok(),
             Err(zk::Error::NoNode) => None,
             Err(e) => return Err(self.err(e)),
         };
         Ok(view)
-    }
-}
-
-/// Member nodes are `0` followed by ZooKeeper's sequence digits.
-fn member_seq(name: &str) -> Option<u64> {
-    let digits = name.strip_prefix('0')?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn member_nodes_are_told_from_the_elected_node() {
-        assert_eq!(member_seq("00000000017"), Some(17));
-        assert_eq!(member_seq("elected-ha"), None);
-        assert_eq!(member_seq("0"), None);
     }
 }
