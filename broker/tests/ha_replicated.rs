@@ -5,6 +5,7 @@ mod ha_support;
 
 use amq_broker::client::{ConnectOptions, Connection, OutgoingMessage};
 use ha_support::*;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -88,6 +89,34 @@ fn receipted(sent: &Arc<Mutex<Sent>>) -> usize {
     sent.lock().unwrap().receipted.len()
 }
 
+/// Drains the queue from broker `i` of `g` until it stays quiet for 2 s:
+/// how often each `seq` arrived.
+async fn drain_broker(g: &Group, i: usize) -> BTreeMap<u64, usize> {
+    drain(
+        &g.brokers[i].stomp_addr().to_string(),
+        Duration::from_secs(2),
+    )
+    .await
+}
+
+/// Drains broker `i` and expects every message `sent` got a receipt for
+/// (duplicates allowed); returns the duplicate count.
+async fn expect_every_receipted(g: &Group, i: usize, sent: &Mutex<Sent>) -> usize {
+    let got = drain_broker(g, i).await;
+    assert_nothing_lost(&sent.lock().unwrap(), &got)
+}
+
+/// Drains broker `i` and expects exactly the messages `seqs`.
+async fn expect_queue_holds(g: &Group, i: usize, seqs: &[u64]) {
+    let got = drain_broker(g, i).await;
+    assert_eq!(
+        got.keys().copied().collect::<Vec<_>>(),
+        seqs,
+        "{}",
+        g.logs()
+    );
+}
+
 /// Scenarios 2 and 3: `kill -9` of the master under a receipted persistent
 /// load; a new master within zkSessionTimeout + 2 s and nothing receipted
 /// lost. The killed node restarts as a slave, catches up, and wins the next
@@ -141,12 +170,7 @@ async fn kill_master_under_load_then_rejoin_and_win_again() {
     );
 
     // Everything receipted is on the new master (duplicates allowed).
-    let got = drain(
-        &g.brokers[m2].stomp_addr().to_string(),
-        Duration::from_secs(2),
-    )
-    .await;
-    let dups = assert_nothing_lost(&sent.lock().unwrap(), &got);
+    let dups = expect_every_receipted(&g, m2, &sent).await;
     eprintln!("{} receipted, {dups} duplicates", receipted(&sent));
 
     // The rejoined node wins the next election.
@@ -178,12 +202,7 @@ async fn kill_master_under_load_then_rejoin_and_win_again() {
         "the rejoined, caught-up, heavier node should win: {}",
         g.describe()
     );
-    let got = drain(
-        &g.brokers[m3].stomp_addr().to_string(),
-        Duration::from_secs(2),
-    )
-    .await;
-    assert_eq!(got.keys().copied().collect::<Vec<_>>(), vec![999_999_999]);
+    expect_queue_holds(&g, m3, &[999_999_999]).await;
 }
 
 /// Scenario 4: with one of three brokers left there is no quorum and no
@@ -241,17 +260,7 @@ async fn quorum_lost_means_no_master_until_a_second_broker_returns() {
     g.brokers[slaves[0]].restart().expect("restart");
     let back = g.wait_master(Duration::from_secs(20));
     assert!(back == m || back == slaves[0]);
-    let got = drain(
-        &g.brokers[back].stomp_addr().to_string(),
-        Duration::from_secs(2),
-    )
-    .await;
-    assert_eq!(
-        got.keys().copied().collect::<Vec<_>>(),
-        vec![1],
-        "{}",
-        g.logs()
-    );
+    expect_queue_holds(&g, back, &[1]).await;
 }
 
 /// Scenario 5: the master is frozen (SIGSTOP) longer than its session: the
@@ -320,17 +329,7 @@ async fn a_frozen_master_is_replaced_and_never_receipts_after_it_resumes() {
         g.describe()
     );
     assert_eq!(g.masters(), vec![m2]);
-    let got = drain(
-        &g.brokers[m2].stomp_addr().to_string(),
-        Duration::from_secs(2),
-    )
-    .await;
-    assert_eq!(
-        got.keys().copied().collect::<Vec<_>>(),
-        vec![1],
-        "{}",
-        g.logs()
-    );
+    expect_queue_holds(&g, m2, &[1]).await;
 }
 
 /// Scenario 6: killing the ZooKeeper leader does not disturb the brokers:
@@ -371,10 +370,5 @@ async fn killing_the_zookeeper_leader_does_not_interrupt_service() {
         pause < SESSION * 2,
         "receipts paused {pause:?} around the ZooKeeper leader kill"
     );
-    let got = drain(
-        &g.brokers[m].stomp_addr().to_string(),
-        Duration::from_secs(2),
-    )
-    .await;
-    assert_nothing_lost(&sent.lock().unwrap(), &got);
+    expect_every_receipted(&g, m, &sent).await;
 }
