@@ -11,7 +11,7 @@
 use crate::broker::Broker;
 use crate::config::{BrokerConfig, ReplicatedLevelDb};
 use crate::coordination::{ElectedData, GroupView, Health, MemberData, Membership, ZkSettings};
-use crate::election::{self, Local, Role as ElectionRole, Step};
+use crate::election::{self, Local, Role as ElectionRole, Status, Step, Tip};
 use crate::replication::{ReplicationError, ReplicationSettings, Replicator};
 use crate::role::Role;
 use crate::stomp::{encode_to_bytes, Frame, Version};
@@ -336,8 +336,20 @@ impl Driver {
 
     fn publish(&self) {
         let mut data = self.membership.data();
-        let tip = self.repl.tip();
-        data.set_status(&self.local.status(tip), self.local.min_epoch, tip);
+        let mut tip = self.repl.tip();
+        let status = self.local.status(tip);
+        // Only a candidate's tip decides anything. A serving master's or
+        // slave's position moves with every write: publishing it would be a
+        // ZooKeeper write (fsynced by every ensemble member) that wakes every
+        // member, which publishes its own position in turn - hundreds of
+        // writes a second under load. It is refreshed on role changes.
+        if !matches!(status, Status::Candidate { .. }) && data.status() == status {
+            tip = Tip {
+                epoch: data.position_epoch,
+                position: data.position,
+            };
+        }
+        data.set_status(&status, self.local.min_epoch, tip);
         self.membership.publish(data);
     }
 
