@@ -4,11 +4,11 @@
 # 8+8 clients (amqctl bench, every SEND receipted), start-up time and idle RSS,
 # a stomp.py cross-check, and the load tool against its own sink. Prints both
 # figures and their ratio (medians). Loopback only; every process is stopped
-# by PID. About 3-5 minutes.
+# by PID. About 6-8 minutes.
 #
 #   bench/broker.sh                 # defaults below
 #   COUNT=50000 REPS=5 bench/broker.sh
-#   IN_FLIGHT=16 bench/broker.sh    # receipted sends in flight per producer
+#   IN_FLIGHT=1 bench/broker.sh     # only synchronous sends (default 1,16: both windows)
 #   OUT=/tmp/bench.json bench/broker.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,5 +22,5 @@ target=$(cargo metadata --format-version 1 --no-deps | /usr/bin/python3 -c 'impo
 exec /usr/bin/python3 bench/broker_bench.py \
   --amqctl "$target/release/amqctl" --bin-dir "$target/release" \
   --count "${COUNT:-20000}" --reps "${REPS:-3}" --starts "${STARTS:-3}" \
-  --size "${SIZE:-1024}" --in-flight "${IN_FLIGHT:-1}" --max-time "${MAX_TIME:-60}" \
+  --size "${SIZE:-1024}" --in-flight "${IN_FLIGHT:-1,16}" --max-time "${MAX_TIME:-60}" \
   --stomp-py-count "${STOMP_PY_COUNT:-5000}" ${OUT:+--out "$OUT"}

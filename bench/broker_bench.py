@@ -8,7 +8,10 @@ a free 127.0.0.1 port). For each broker:
     RSS 1 s later, over --starts fresh starts;
   * the load matrix with `amqctl bench` (Rust): persistent and non-persistent,
     1+1 and 8+8 clients, --size byte bodies, every SEND receipted, median of
-    --reps runs of --count messages (each run bounded by --max-time);
+    --reps runs of --count messages (each run bounded by --max-time), once
+    per --in-flight window: 1 is a synchronous producer (a JMS producer of
+    persistent messages waits for each send), 16 a pipelining one (receipted
+    sends in flight, as an async JMS producer with a send window);
   * an independent check with stomp.py (bench/stomp_check.py), 1+1.
 The same matrix also runs against `amqctl bench --serve-sink` in its own
 process (a STOMP endpoint that receipts and forwards at once, a broker that
@@ -145,10 +148,10 @@ class Broker:
         return "stomp://127.0.0.1:%d" % self.port
 
 
-def amqctl_bench(amqctl, target, persistent, producers, consumers, args):
+def amqctl_bench(amqctl, target, persistent, producers, consumers, in_flight, args):
     cmd = [amqctl, "bench", target]
     cmd += ["-n", str(args.count), "-p", str(producers), "-c", str(consumers), "--size", str(args.size),
-            "--in-flight", str(args.in_flight), "--max-time", str(args.max_time), "--json"]
+            "--in-flight", str(in_flight), "--max-time", str(args.max_time), "--json"]
     if persistent:
         cmd.append("--persistent")
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.max_time * 3 + 60)
@@ -167,11 +170,13 @@ def stomp_py(port, persistent, args):
     return json.loads(line[0][len("RESULT "):])
 
 
-MATRIX = [(True, 1, 1), (True, 8, 8), (False, 1, 1), (False, 8, 8)]
+def matrix(args):
+    """Rows (persistent, producers, consumers, in flight per producer)."""
+    return [(pers, n, n, w) for w in args.in_flight for pers in (True, False) for n in (1, 8)]
 
 
-def row_name(persistent, p, c):
-    return "%s %d+%d" % ("persistent" if persistent else "non-persistent", p, c)
+def row_name(persistent, p, c, in_flight):
+    return "%s %d+%d w%d" % ("persistent" if persistent else "non-persistent", p, c, in_flight)
 
 
 def median_report(reports):
@@ -206,15 +211,15 @@ def load(kinds, args, root, results):
     servers = {k: Broker(k, root, args) for k in kinds}
     for b in servers.values():
         b.start()
-    runs = {k: {row_name(*m): [] for m in MATRIX} for k in kinds}
+    runs = {k: {row_name(*m): [] for m in matrix(args)} for k in kinds}
     for rep in range(args.reps):
-        for m in MATRIX:
+        for m in matrix(args):
             got = []
             for k in kinds:
                 r = amqctl_bench(args.amqctl, servers[k].url(), *m, args)
                 runs[k][row_name(*m)].append(r)
                 got.append("%s %.0f" % (k, r["throughput"]))
-            print("  run %d/%d %-20s %s msg/s" % (rep + 1, args.reps, row_name(*m), ", ".join(got)), flush=True)
+            print("  run %d/%d %-24s %s msg/s" % (rep + 1, args.reps, row_name(*m), ", ".join(got)), flush=True)
     for k in kinds:
         results.setdefault(k, {})["rows"] = {row: median_report(rs) for row, rs in runs[k].items()}
         if k != "sink":
@@ -242,8 +247,8 @@ def report(results, args):
         return ("%8.3fx" if x / y < 0.1 else "%8.2fx") % (x / y)
 
     print()
-    print("STOMP, %d B bodies, %d msgs per run, median of %d; every SEND receipted, %d in flight per producer; "
-          "consumers ACK each message" % (args.size, args.count, args.reps, args.in_flight))
+    print("STOMP, %d B bodies, %d msgs per run, median of %d; every SEND receipted, wN = N sends in flight "
+          "per producer (w1: synchronous sends); consumers ACK each message" % (args.size, args.count, args.reps))
     print("load average before/after: %.2f / %.2f (2 cores)" % tuple(results["loadavg"]))
     print()
     print("%-32s" % "" + "".join("%16s" % title[k] for k in kinds) + "%10s %14s" % ("ratio" if both else "",
@@ -284,13 +289,20 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--starts", type=int, default=3)
     ap.add_argument("--size", type=int, default=1024)
-    ap.add_argument("--in-flight", type=int, default=1, help="receipted sends in flight per producer")
+    ap.add_argument("--in-flight", default="1,16",
+                    help="receipted sends in flight per producer; comma-separated, one matrix each")
     ap.add_argument("--max-time", type=float, default=60.0, help="bound on each run, seconds")
     ap.add_argument("--stomp-py-count", type=int, default=5000)
     ap.add_argument("--heap", default="512M", help="ActiveMQ -Xms/-Xmx (Debian's default)")
     ap.add_argument("--out", help="write all figures as JSON here")
     ap.add_argument("--brokers", default="amq-broker,activemq", help="which to measure (comma-separated)")
     args = ap.parse_args()
+    try:
+        args.in_flight = [int(w) for w in args.in_flight.split(",")]
+    except ValueError:
+        sys.exit("--in-flight takes comma-separated positive numbers, e.g. 1,16")
+    if not all(0 < w <= 1024 for w in args.in_flight):
+        sys.exit("--in-flight windows must be in 1..1024")
     if not 0 < args.count <= 1_000_000:
         sys.exit("--count must be in 1..1000000")
 
