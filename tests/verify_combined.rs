@@ -7,16 +7,12 @@
 mod deploy_support;
 mod verify_support;
 
-use verify_support::{checks, cluster, election, failover};
+use verify_support::{deployed_and_elected, failover};
 
 #[test]
 fn combined_cluster_degrades_as_predicted_and_bridges_again() {
-    let (_tmp, d) = cluster("verify_combined.toml", "vcomb");
-    d.deploy(&[]).ok();
-
-    let run = election(&d, &[]);
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    assert!(checks(&run.stdout)["c (slave) refuses clients"].0);
+    let (_tmp, d, c) = deployed_and_elected("verify_combined.toml", "vcomb");
+    assert!(c["c (slave) refuses clients"].0, "{c:?}");
 
     let (run, doc) = failover(
         &d,

@@ -6,16 +6,11 @@
 mod deploy_support;
 mod verify_support;
 
-use verify_support::{checks, cluster, election, failover, json_check};
+use verify_support::{deployed_and_elected, failover, json_check};
 
 #[test]
 fn shared_file_pair_passes_election_and_failover() {
-    let (_tmp, d) = cluster("verify_shared.toml", "vshared");
-    d.deploy(&[]).ok();
-
-    let run = election(&d, &[]);
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    let c = checks(&run.stdout);
+    let (_tmp, d, c) = deployed_and_elected("verify_shared.toml", "vshared");
     assert_eq!(c["every broker answers"].1, "p1 master, p2 slave", "{c:?}");
     assert!(
         c["p2 (slave) refuses clients"].1.contains("refused"),

@@ -8,17 +8,12 @@
 mod deploy_support;
 mod verify_support;
 
-use verify_support::{checks, cluster, election, failover, json_check};
+use verify_support::{deployed_and_elected, election_without_quorum, failover, json_check};
 
 #[test]
 fn verify_passes_when_healthy_and_fails_on_loss_and_lost_quorum() {
-    let (_tmp, d) = cluster("verify_standalone.toml", "vsolo");
-    d.deploy(&[]).ok();
-
     // Healthy: every check passes.
-    let run = election(&d, &[]);
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    let c = checks(&run.stdout);
+    let (_tmp, d, c) = deployed_and_elected("verify_standalone.toml", "vsolo");
     assert!(c["one leader"].0 && c["quorum"].0, "{c:?}");
     assert!(c["quorum"].1.contains("3 of 3 nodes serve"), "{c:?}");
     assert!(c["solo1 accepts clients"].0, "{c:?}");
@@ -88,12 +83,7 @@ fn verify_passes_when_healthy_and_fails_on_loss_and_lost_quorum() {
     assert_eq!(json_check(&doc, "never two masters")["ok"], true);
 
     // Quorum lost: two of three ZooKeeper nodes stopped.
-    d.amqctl(&["stop", "--node", "zk2"]).ok();
-    d.amqctl(&["stop", "--node", "zk3"]).ok();
-    let run = election(&d, &[]);
-    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
-    let c = checks(&run.stdout);
-    assert!(!c["quorum"].0, "{c:?}");
+    let (run, c) = election_without_quorum(&d);
     assert!(
         c["quorum"].1.contains("0 of 3 nodes serve") || c["quorum"].1.contains("1 of 3"),
         "{c:?}"

@@ -45,7 +45,10 @@ fn verify(d: &Deployed, a: &[&str], env: &[(&str, &str)]) -> Run {
 }
 
 /// The check lines of a text report: name → (passed, evidence).
-pub fn checks(stdout: &str) -> BTreeMap<String, (bool, String)> {
+pub type Checks = BTreeMap<String, (bool, String)>;
+
+/// The check lines of a text report (see [`Checks`]).
+pub fn checks(stdout: &str) -> Checks {
     stdout
         .lines()
         .filter_map(|l| {
@@ -90,4 +93,28 @@ pub fn cluster(fixture: &str, name: &str) -> (tempfile::TempDir, Deployed) {
         runner: Box::new(crate::deploy_support::amqctl),
     };
     (tmp, d)
+}
+
+/// The start of every scenario on a healthy cluster: `fixture` deployed
+/// under free ports (see [`cluster`]) and a `verify election` that passes;
+/// returns its checks.
+pub fn deployed_and_elected(fixture: &str, name: &str) -> (tempfile::TempDir, Deployed, Checks) {
+    let (tmp, d) = cluster(fixture, name);
+    d.deploy(&[]).ok();
+    let run = election(&d, &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let c = checks(&run.stdout);
+    (tmp, d, c)
+}
+
+/// Stops two of the three ZooKeeper nodes (`zk2`, `zk3`) and runs a
+/// `verify election` that must fail on the lost quorum.
+pub fn election_without_quorum(d: &Deployed) -> (Run, Checks) {
+    d.amqctl(&["stop", "--node", "zk2"]).ok();
+    d.amqctl(&["stop", "--node", "zk3"]).ok();
+    let run = election(d, &[]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let c = checks(&run.stdout);
+    assert!(!c["quorum"].0, "{c:?}");
+    (run, c)
 }
