@@ -6,11 +6,12 @@
 # processes on 127.0.0.1; every load is bounded in count and time.
 #
 #   bench/ha.sh                      # defaults below
-#   HA_BENCH_KILLS=20 HA_BENCH_MESSAGES=8000 HA_BENCH_PRODUCERS=8 bench/ha.sh
+#   HA_BENCH_KILLS=20 HA_BENCH_MESSAGES=20000 HA_BENCH_REPS=5 HA_BENCH_PRODUCERS=8 bench/ha.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HA_BENCH_KILLS=${HA_BENCH_KILLS:-20}
-export HA_BENCH_MESSAGES=${HA_BENCH_MESSAGES:-8000}
+export HA_BENCH_MESSAGES=${HA_BENCH_MESSAGES:-20000}
+export HA_BENCH_REPS=${HA_BENCH_REPS:-5}
 export HA_BENCH_PRODUCERS=${HA_BENCH_PRODUCERS:-8}
 echo "# amq-broker HA benchmark ($(date -u +%FT%TZ), $(nproc) cores)"
 cargo build --release -q -p amq-broker

@@ -53,24 +53,49 @@ async fn throughput(addr: String, producers: u64, total: u64) -> f64 {
 #[ignore = "benchmark: bench/ha.sh"]
 async fn bench_replicated_throughput_vs_standalone() {
     let producers = env_num("HA_BENCH_PRODUCERS", 8);
-    let total = env_num("HA_BENCH_MESSAGES", 8000);
+    let total = env_num("HA_BENCH_MESSAGES", 20000);
+    let reps = env_num("HA_BENCH_REPS", 5).max(1);
+    // Everything up at once and the runs interleaved, so that drift in the
+    // machine's load hits standalone and replicated alike.
     let alone = BrokerProcess::start(BrokerOptions::new("standalone")).unwrap();
-    // Warm-up, then measure.
-    throughput(alone.stomp_addr().to_string(), producers, total / 10).await;
-    let standalone = throughput(alone.stomp_addr().to_string(), producers, total).await;
-    drop(alone);
-    for sync in ["quorum_mem", "quorum_disk"] {
-        let g = Group::start(GroupOptions {
-            sync,
-            ..GroupOptions::default()
-        });
+    let policies = ["quorum_mem", "quorum_disk"];
+    let groups: Vec<Group> = policies
+        .iter()
+        .map(|&sync| {
+            Group::start(GroupOptions {
+                sync,
+                ..GroupOptions::default()
+            })
+        })
+        .collect();
+    let mut targets = vec![alone.stomp_addr().to_string()];
+    for g in &groups {
         let m = g.wait_master(Duration::from_secs(30));
-        let addr = g.brokers[m].stomp_addr().to_string();
+        targets.push(g.brokers[m].stomp_addr().to_string());
+    }
+    for addr in &targets {
         throughput(addr.clone(), producers, total / 10).await;
-        let replicated = throughput(addr, producers, total).await;
+    }
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+    for _ in 0..reps {
+        for (addr, r) in targets.iter().zip(&mut rates) {
+            r.push(throughput(addr.clone(), producers, total).await);
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let standalone = &rates[0];
+    for (sync, replicated) in policies.iter().zip(&rates[1..]) {
+        // Run i of each saw the same moment: the median of per-run ratios.
+        let ratio = median(replicated.iter().zip(standalone).map(|(r, s)| r / s).collect());
         println!(
-            "RESULT throughput producers={producers} messages={total} size=1KiB standalone={standalone:.0}/s replicated_{sync}={replicated:.0}/s ratio={:.2}",
-            replicated / standalone
+            "RESULT throughput producers={producers} messages={total} reps={reps} size=1KiB standalone={:.0}/s replicated_{sync}={:.0}/s ratio={ratio:.2} (runs: standalone {:?}, replicated {:?})",
+            median(standalone.clone()),
+            median(replicated.clone()),
+            standalone.iter().map(|r| r.round()).collect::<Vec<_>>(),
+            replicated.iter().map(|r| r.round()).collect::<Vec<_>>(),
         );
     }
 }
