@@ -89,7 +89,13 @@ async fn bench_replicated_throughput_vs_standalone() {
     let standalone = &rates[0];
     for (sync, replicated) in policies.iter().zip(&rates[1..]) {
         // Run i of each saw the same moment: the median of per-run ratios.
-        let ratio = median(replicated.iter().zip(standalone).map(|(r, s)| r / s).collect());
+        let ratio = median(
+            replicated
+                .iter()
+                .zip(standalone)
+                .map(|(r, s)| r / s)
+                .collect(),
+        );
         println!(
             "RESULT throughput producers={producers} messages={total} reps={reps} size=1KiB standalone={:.0}/s replicated_{sync}={:.0}/s ratio={ratio:.2} (runs: standalone {:?}, replicated {:?})",
             median(standalone.clone()),
