@@ -204,7 +204,7 @@ async fn torn_tail_is_truncated_and_appends_continue() {
         enqueue_numbered(&j, 10).await;
     }
     let file = dir.path().join(&segment_files(dir.path())[0]);
-    let len = fs::metadata(&file).unwrap().len();
+    let len = records_len(&fs::read(&file).unwrap()) as u64;
     let f = fs::OpenOptions::new().write(true).open(&file).unwrap();
     f.set_len(len - 7).unwrap();
     drop(f);
@@ -232,7 +232,7 @@ async fn unfinished_batch_at_the_tail_is_dropped_whole() {
     // Cut inside the last record of the batch: t1 and t2 are intact frames
     // but the batch never ended, so none of it may come back.
     let file = dir.path().join(&segment_files(dir.path())[0]);
-    let len = fs::metadata(&file).unwrap().len();
+    let len = records_len(&fs::read(&file).unwrap()) as u64;
     fs::OpenOptions::new()
         .write(true)
         .open(&file)
@@ -283,7 +283,7 @@ async fn damage_in_the_middle_of_the_newest_segment_is_refused_unless_repair() {
     }
     let file = dir.path().join(&segment_files(dir.path())[0]);
     let mut data = fs::read(&file).unwrap();
-    let frame = data.len() / 10;
+    let frame = records_len(&data) / 10;
     data[3 * frame + 40] ^= 1;
     fs::write(&file, &data).unwrap();
     let err = Journal::open(dir.path(), JournalOptions::default())
@@ -357,7 +357,8 @@ async fn records_of_an_unknown_format_are_refused_not_truncated() {
     let file = dir.path().join(&segment_files(dir.path())[0]);
     let mut data = fs::read(&file).unwrap();
     let (_, first_len) = amq_broker::store::Entry::decode(&data).unwrap();
-    let last = &mut data[first_len..];
+    let end = records_len(&data);
+    let last = &mut data[first_len..end];
     last[29] |= 0x80;
     let crc = crc32c::crc32c(&last[12..]);
     last[8..12].copy_from_slice(&crc.to_le_bytes());
@@ -385,4 +386,53 @@ async fn missing_segment_files_are_reported() {
     let (j, log) = with_log(|| Journal::open(dir.path(), small_segments(512)).unwrap());
     assert!(log.contains("are missing"), "{log}");
     assert_eq!(j.position(), Position(20));
+}
+
+/// Zeroes written ahead (preallocation) end the records without being
+/// damage: a reopen keeps them (no truncation, no warning) and continues
+/// after the last record; garbage in them is a torn tail like any other.
+#[tokio::test]
+async fn zeroes_written_ahead_end_the_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = JournalOptions {
+        preallocate: 64 << 10,
+        ..small_segments(1 << 20)
+    };
+    let j = Journal::open(dir.path(), opts.clone()).unwrap();
+    for i in 0..10 {
+        append(&j, vec![enq("q", &i.to_string())]).await;
+    }
+    drop(j);
+    let file = dir.path().join(&segment_files(dir.path())[0]);
+    let data = fs::read(&file).unwrap();
+    let records = records_len(&data);
+    assert!(
+        data.len() >= records + (32 << 10),
+        "only {} bytes after {records} bytes of records",
+        data.len() - records
+    );
+
+    let j = Journal::open(dir.path(), opts.clone()).unwrap();
+    assert_eq!(j.position(), Position(10));
+    assert_eq!(fs::metadata(&file).unwrap().len(), data.len() as u64);
+    append(&j, vec![ack("q", "0"), enq("q", "10")]).await;
+    drop(j);
+    let j = Journal::open(dir.path(), opts.clone()).unwrap();
+    let r = j.recover().unwrap();
+    assert_eq!(r.position, Position(12));
+    assert_eq!(
+        ids(&r, "q"),
+        (1..=10).map(|i| i.to_string()).collect::<Vec<_>>()
+    );
+    drop(j);
+
+    // A write that reached the zero tail only in part.
+    let mut data = fs::read(&file).unwrap();
+    let end = records_len(&data);
+    data[end + 100..end + 140].fill(0xA5);
+    fs::write(&file, &data).unwrap();
+    let j = Journal::open(dir.path(), opts).unwrap();
+    assert_eq!(j.position(), Position(12));
+    assert_eq!(fs::metadata(&file).unwrap().len(), end as u64);
+    assert_eq!(append(&j, vec![enq("q", "11")]).await, 13);
 }

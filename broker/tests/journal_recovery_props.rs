@@ -117,7 +117,12 @@ fn model(
 fn frames(data: &[u8]) -> Vec<(usize, usize, u64, bool)> {
     let mut out = Vec::new();
     let mut off = 0;
-    while off < data.len() {
+    let end = records_len(data);
+    assert!(
+        data[end..].iter().all(|&b| b == 0),
+        "undamaged segment decodes"
+    );
+    while off < end {
         let (e, len) = Entry::decode(&data[off..]).expect("undamaged segment decodes");
         out.push((off, len, e.position.0, e.batch_end));
         off += len;
@@ -146,6 +151,7 @@ proptest! {
         batches in proptest::collection::vec(proptest::collection::vec(op(), 1..5), 1..25),
         segment_size in 600u64..5000,
         any_segment in any::<bool>(),
+        preallocate in prop_oneof![Just(0u64), 1u64..3000],
         damage in damage(),
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
@@ -153,6 +159,7 @@ proptest! {
         let batches = records(&batches);
         let opts = JournalOptions {
             compaction: if any_segment { Compaction::AnySegment } else { Compaction::Prefix },
+            preallocate,
             ..small_segments(segment_size)
         };
         rt.block_on(async {
@@ -186,8 +193,11 @@ proptest! {
             Damage::Flip(at, x) if !data.is_empty() => {
                 let at = ((*at * data.len() as f64) as usize).min(data.len() - 1);
                 data[at] ^= x;
-                let i = layout.iter().position(|f| f.0 + f.1 > at).unwrap();
-                (Some(i), i + 1 < layout.len())
+                // In the zeroes after the records: garbage at the tail.
+                match layout.iter().position(|f| f.0 + f.1 > at) {
+                    Some(i) => (Some(i), i + 1 < layout.len()),
+                    None => (None, false),
+                }
             }
             Damage::Flip(..) => (None, false),
             Damage::Garbage(g) => {

@@ -17,6 +17,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, OnceLock};
@@ -58,6 +59,13 @@ pub struct JournalOptions {
     /// What to do about damage in the newest segment that intact records
     /// follow (not a torn tail): refuse to open (default) or truncate there.
     pub repair: bool,
+    /// Keep this many bytes of zeroes written ahead of the end of the
+    /// active segment (0: off). An fdatasync then only flushes data blocks:
+    /// in a file that grows it must also journal the new size and extents,
+    /// which costs ~40% more here (write+fdatasync of 1 KiB: 92 µs into
+    /// written zeroes, 130 µs at the end of the file). Recovery reads a
+    /// zero tail as the end of the segment.
+    pub preallocate: u64,
 }
 
 impl Default for JournalOptions {
@@ -67,6 +75,7 @@ impl Default for JournalOptions {
             segment_size: 32 << 20,
             compaction: Compaction::Prefix,
             repair: false,
+            preallocate: 4 << 20,
         }
     }
 }
@@ -113,6 +122,8 @@ enum Command {
     Write {
         segment: Position,
         new_segment: bool,
+        /// Where in the segment file `bytes` go.
+        offset: u64,
         bytes: Vec<u8>,
         last: Position,
         reply: Option<Reply<Position>>,
@@ -295,12 +306,13 @@ impl Journal {
             at += len;
         }
         let last = Position(first.0 + lens.len() as u64 - 1);
-        let segment = {
+        let (segment, offset) = {
             let active = index.active_mut().expect("an active segment");
-            active.mark(first, active.size);
+            let offset = active.size;
+            active.mark(first, offset);
             active.size += total;
             active.last = last;
-            active.first
+            (active.first, offset)
         };
         for (i, r) in records.iter().enumerate() {
             let (p, e) = stamp(i);
@@ -331,6 +343,7 @@ impl Journal {
         let sent = self.tx.send(Command::Write {
             segment,
             new_segment,
+            offset,
             bytes,
             last,
             reply,
@@ -602,10 +615,23 @@ impl Drop for Journal {
     }
 }
 
+/// Source of the zeroes written ahead ([`JournalOptions::preallocate`]).
+static ZEROES: [u8; 64 << 10] = [0; 64 << 10];
+
+/// The segment file being appended to.
+struct Active {
+    first: Position,
+    file: fs::File,
+    /// Where the next record goes.
+    end: u64,
+    /// The file holds records or written zeroes up to here.
+    zeroed: u64,
+}
+
 /// The single writer thread.
 struct Writer {
     shared: Arc<Shared>,
-    file: Option<(Position, fs::File)>,
+    file: Option<Active>,
     buf: Vec<u8>,
     replies: Vec<(Position, Reply<Position>)>,
     delete: Vec<Position>,
@@ -674,6 +700,7 @@ impl Writer {
             Command::Write {
                 segment,
                 new_segment,
+                offset,
                 bytes,
                 last,
                 reply,
@@ -683,7 +710,7 @@ impl Writer {
                     fail(reply, &self.shared);
                     return 1;
                 }
-                if let Err(e) = self.select(segment, new_segment) {
+                if let Err(e) = self.select(segment, new_segment, offset) {
                     self.fail(e);
                     fail(reply, &self.shared);
                     return 1;
@@ -714,9 +741,16 @@ impl Writer {
         }
     }
 
-    /// Make `segment` the file being appended to.
-    fn select(&mut self, segment: Position, new_segment: bool) -> Result<(), StoreError> {
-        if self.file.as_ref().is_some_and(|(s, _)| *s == segment) {
+    /// Make `segment` the file being appended to, at `offset` (batches of
+    /// one segment arrive in order, so only the first one's offset counts).
+    fn select(
+        &mut self,
+        segment: Position,
+        new_segment: bool,
+        offset: u64,
+    ) -> Result<(), StoreError> {
+        if let Some(a) = self.file.as_ref().filter(|a| a.first == segment) {
+            debug_assert_eq!(offset, a.end + self.buf.len() as u64);
             return Ok(());
         }
         // Roll-over: what belongs to the old segment is made durable first,
@@ -726,14 +760,21 @@ impl Writer {
         let dir = &self.shared.dir;
         let path = segment::path(dir, segment);
         let file = fs::OpenOptions::new()
-            .append(true)
+            .write(true)
             .create_new(new_segment)
             .open(&path)
             .map_err(io_err(&path))?;
         if new_segment {
             segment::sync_dir(dir)?;
         }
-        self.file = Some((segment, file));
+        // A recovered segment may still have zeroes ahead from before.
+        let zeroed = file.metadata().map_err(io_err(&path))?.len();
+        self.file = Some(Active {
+            first: segment,
+            file,
+            end: offset,
+            zeroed,
+        });
         Ok(())
     }
 
@@ -741,12 +782,16 @@ impl Writer {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let (segment, file) = self
+        let a = self
             .file
             .as_mut()
             .expect("a file is selected before writing");
-        let path = segment::path(&self.shared.dir, *segment);
-        file.write_all(&self.buf).map_err(io_err(&path))?;
+        let path = segment::path(&self.shared.dir, a.first);
+        a.file
+            .write_all_at(&self.buf, a.end)
+            .map_err(io_err(&path))?;
+        a.end += self.buf.len() as u64;
+        zero_ahead(a, &self.shared.options).map_err(io_err(&path))?;
         let stats = &self.shared.stats;
         stats.writes.fetch_add(1, Ordering::Relaxed);
         stats
@@ -763,9 +808,9 @@ impl Writer {
         if !self.dirty || !(force || self.shared.options.sync == SyncPolicy::Fsync) {
             return Ok(());
         }
-        if let Some((segment, file)) = &self.file {
-            let path = segment::path(&self.shared.dir, *segment);
-            file.sync_data().map_err(io_err(&path))?;
+        if let Some(a) = &self.file {
+            let path = segment::path(&self.shared.dir, a.first);
+            a.file.sync_data().map_err(io_err(&path))?;
             self.shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         }
         self.dirty = false;
@@ -846,6 +891,26 @@ impl Writer {
             }
         }
     }
+}
+
+/// Tops up the zeroes ahead of the records once less than half of
+/// [`JournalOptions::preallocate`] is left: a few ms every couple of MiB,
+/// flushed by the group's fdatasync. Never past the segment size, where a
+/// roll-over comes first.
+fn zero_ahead(a: &mut Active, options: &JournalOptions) -> std::io::Result<()> {
+    let chunk = options.preallocate;
+    if chunk == 0 || a.zeroed >= a.end + chunk / 2 {
+        return Ok(());
+    }
+    let to = (a.end + chunk).min(options.segment_size);
+    let mut at = a.zeroed.max(a.end);
+    while at < to {
+        let n = (to - at).min(ZEROES.len() as u64);
+        a.file.write_all_at(&ZEROES[..n as usize], at)?;
+        at += n;
+    }
+    a.zeroed = a.zeroed.max(to);
+    Ok(())
 }
 
 fn fail(reply: Option<Reply<Position>>, shared: &Shared) {

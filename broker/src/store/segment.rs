@@ -1,5 +1,7 @@
 //! Segment files and recovery: `DIR/<first position, 20 digits>.log`, each a
-//! sequence of entry frames ([`super::codec`]). Batches never span segments.
+//! sequence of entry frames ([`super::codec`]), possibly followed by zeroes
+//! written ahead (`JournalOptions::preallocate`): a zero tail is the end of
+//! the records, not damage. Batches never span segments.
 
 use super::codec::{self, DecodeError};
 use super::index::{Applied, Index};
@@ -76,7 +78,7 @@ pub fn recover(dir: &Path, damage: Damage) -> Result<(Index, Recovered), StoreEr
         index.start_segment(*first);
         index.next = *first;
         let good = scan_segment(file, &data, &mut index, &mut messages, newest, damage)?;
-        if good < data.len() {
+        if !zeroes(&data[good..]) {
             truncate(file, good as u64)?;
         }
         index.segments.get_mut(first).expect("started").size = good as u64;
@@ -111,7 +113,11 @@ fn scan_segment(
     let mut batch_start = 0;
     let mut batch: Vec<Entry> = Vec::new();
     while off < data.len() {
-        let problem = match Entry::decode(&data[off..]) {
+        let decoded = Entry::decode(&data[off..]);
+        if decoded.is_err() && zeroes(&data[off..]) {
+            break;
+        }
+        let problem = match decoded {
             Ok((e, _)) if e.position != Position(index.next.0 + batch.len() as u64) => {
                 Problem::Damaged(format!(
                     "record has position {}, expected {}",
@@ -182,6 +188,11 @@ fn scan_segment(
         warn_truncation(file, batch_start, data.len(), &Problem::Torn);
     }
     Ok(batch_start)
+}
+
+/// Written ahead and never used: no frame starts with a zero byte.
+fn zeroes(data: &[u8]) -> bool {
+    data.iter().all(|&b| b == 0)
 }
 
 enum Problem {
@@ -330,6 +341,7 @@ pub fn offset_after(file: &Path, after: Position) -> Result<u64, StoreError> {
         match codec::frame(&data[off..]) {
             Ok(f) if f.position > after => break,
             Ok(f) => off += f.total,
+            Err(_) if zeroes(&data[off..]) => break,
             Err(e) => {
                 return Err(StoreError::Corrupt {
                     path: file.to_owned(),

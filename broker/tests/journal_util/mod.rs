@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use amq_broker::message::{Destination, Message, MessageId, PropertyValue};
-use amq_broker::store::{Journal, JournalOptions, Record, Recovered, Store};
+use amq_broker::store::{Entry, Journal, JournalOptions, Record, Recovered, Store};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -117,4 +117,14 @@ pub fn with_log<T>(f: impl FnOnce() -> T) -> (T, String) {
     let out = tracing::subscriber::with_default(subscriber, f);
     let text = String::from_utf8_lossy(&buf.lock().unwrap()).into_owned();
     (out, text)
+}
+
+/// Bytes of whole records at the start of a segment file (the rest is
+/// zeroes written ahead, or damage).
+pub fn records_len(data: &[u8]) -> usize {
+    let mut off = 0;
+    while let Ok((_, len)) = Entry::decode(&data[off..]) {
+        off += len;
+    }
+    off
 }
