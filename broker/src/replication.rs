@@ -299,11 +299,14 @@ impl Replicator {
                 // Read only when the journal moved past what was shipped.
                 let available = appended.borrow_and_update().0;
                 if available > cursor {
-                    // Fresh records are in the page cache: read in place
-                    // rather than hop to the blocking pool per batch.
-                    let entries = tokio::task::block_in_place(|| {
-                        self.store.read_after(Position(cursor), BATCH_BYTES)
-                    })?;
+                    // Fresh records come from memory; a slave further
+                    // behind is served from the files, off the async task.
+                    let entries = match self.store.read_recent(Position(cursor), BATCH_BYTES) {
+                        Some(r) => r,
+                        None => tokio::task::block_in_place(|| {
+                            self.store.read_after(Position(cursor), BATCH_BYTES)
+                        }),
+                    }?;
                     if let Some(last) = entries.last() {
                         cursor = last.position.0;
                         let mut v = Vec::with_capacity(BATCH_BYTES / 8);
@@ -589,6 +592,14 @@ impl Store for ReplicatedStore {
     }
     fn read_after(&self, after: Position, max_bytes: usize) -> Result<Vec<Entry>, StoreError> {
         self.repl.store.read_after(after, max_bytes)
+    }
+
+    fn read_recent(
+        &self,
+        after: Position,
+        max_bytes: usize,
+    ) -> Option<Result<Vec<Entry>, StoreError>> {
+        self.repl.store.read_recent(after, max_bytes)
     }
     fn append_replicated(&self, entries: Vec<Entry>) -> AppendFuture {
         self.repl.store.append_replicated(entries)

@@ -359,3 +359,47 @@ async fn reads_start_right_after_any_position() {
     }
     assert!(j.read_after(Position(3000), 1).unwrap().is_empty());
 }
+
+/// Fresh records are served from memory (also before the writer wrote
+/// them), exactly as the files serve them after a restart; history beyond
+/// the memory's few MiB comes from the files.
+#[tokio::test]
+async fn fresh_entries_come_from_memory_and_match_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = open(dir.path());
+    for b in 0..20 {
+        let batch = (0..5).map(|i| enq("q", &format!("{b}-{i}"))).collect();
+        append(&j, batch).await;
+    }
+    let reads = [(0, 1), (5, 2000), (7, 1), (42, 1 << 20), (100, 1 << 20)];
+    let from_memory: Vec<Vec<Entry>> = reads
+        .iter()
+        .map(|&(after, max)| {
+            j.read_recent(Position(after), max)
+                .expect("in memory")
+                .unwrap()
+        })
+        .collect();
+    drop(j);
+    let j = open(dir.path());
+    for (&(after, max), memory) in reads.iter().zip(&from_memory) {
+        assert!(
+            j.read_recent(Position(after), max).is_none(),
+            "after a restart"
+        );
+        assert_eq!(&j.read_after(Position(after), max).unwrap(), memory);
+    }
+    // Readable as soon as `append` returns, before it is durable.
+    let pending = j.append(vec![enq("q", "new")]);
+    let fresh = j.read_recent(Position(100), 1).expect("in memory").unwrap();
+    assert_eq!(fresh.len(), 1);
+    assert_eq!(fresh[0].position, Position(101));
+    pending.await.unwrap();
+    // A few MiB later the start is read from the files again.
+    let body = vec![b'x'; 64 << 10];
+    for i in 0..64 {
+        append(&j, vec![Record::Enqueue(msg("big", &i.to_string(), &body))]).await;
+    }
+    assert!(j.read_recent(Position(100), 1).is_none());
+    assert_eq!(j.read_after(Position(100), 1).unwrap(), fresh);
+}

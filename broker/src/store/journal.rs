@@ -13,8 +13,10 @@ use super::segment::{self, io_err, Damage};
 use super::{
     AppendFuture, Entry, Epoch, Position, Record, Recovered, Store, StoreError, StoreStats,
 };
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use std::collections::VecDeque;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -94,7 +96,10 @@ struct Shared {
     dir: PathBuf,
     options: JournalOptions,
     state: Mutex<State>,
-    written: watch::Sender<Position>,
+    /// Last complete batch sequenced ([`Store::subscribe`]).
+    appended: watch::Sender<Position>,
+    /// Last position handed to the file (the limit of file reads).
+    written: AtomicU64,
     failed: OnceLock<String>,
     stats: Counters,
 }
@@ -105,6 +110,64 @@ struct State {
     epoch: Epoch,
     /// What `open` recovered, until the first `recover` or append.
     recovered: Option<Recovered>,
+    recent: Recent,
+}
+
+/// How much already written history [`Recent`] keeps besides what is not
+/// written yet: a slave further behind reads files.
+const RECENT_BYTES: usize = 2 << 20;
+
+/// The newest sealed batches, so that `read_after` ships fresh records to
+/// slaves from memory, without a file read and without waiting for the
+/// writer (for `quorum_mem` the master's copy only has to be in memory).
+/// Holds every batch not yet written, and up to [`RECENT_BYTES`] of older
+/// ones.
+#[derive(Default)]
+struct Recent {
+    chunks: VecDeque<Chunk>,
+    bytes: usize,
+}
+
+struct Chunk {
+    first: Position,
+    last: Position,
+    bytes: Bytes,
+}
+
+impl Recent {
+    fn push(&mut self, chunk: Chunk, written: Position) {
+        self.bytes += chunk.bytes.len();
+        self.chunks.push_back(chunk);
+        while self.bytes > RECENT_BYTES {
+            match self.chunks.front() {
+                Some(c) if c.last <= written => {
+                    self.bytes -= c.bytes.len();
+                    self.chunks.pop_front();
+                }
+                _ => break,
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.chunks.clear();
+        self.bytes = 0;
+    }
+
+    /// The chunks holding records after `after`, if memory reaches back
+    /// that far.
+    fn after(&self, after: Position) -> Option<Vec<Bytes>> {
+        if self.chunks.front()?.first > after.next() {
+            return None;
+        }
+        Some(
+            self.chunks
+                .iter()
+                .filter(|c| c.last > after)
+                .map(|c| c.bytes.clone())
+                .collect(),
+        )
+    }
 }
 
 #[derive(Default)]
@@ -124,7 +187,7 @@ enum Command {
         new_segment: bool,
         /// Where in the segment file `bytes` go.
         offset: u64,
-        bytes: Vec<u8>,
+        bytes: Bytes,
         last: Position,
         reply: Option<Reply<Position>>,
         /// Segments freed by this batch's acks: unlinked once it is durable.
@@ -183,16 +246,18 @@ impl Journal {
             segments = index.segments.len(),
             "journal recovered"
         );
-        let (written, _) = watch::channel(recovered.position);
+        let (appended, _) = watch::channel(recovered.position);
         let shared = Arc::new(Shared {
             dir,
             options,
+            written: AtomicU64::new(recovered.position.0),
             state: Mutex::new(State {
                 index,
                 epoch,
                 recovered: Some(recovered),
+                recent: Recent::default(),
             }),
-            written,
+            appended,
             failed: OnceLock::new(),
             stats: Counters::default(),
         });
@@ -332,6 +397,20 @@ impl Journal {
         stats
             .records
             .fetch_add(lens.len() as u64, Ordering::Relaxed);
+        let bytes = Bytes::from(bytes);
+        let written = Position(self.shared.written.load(Ordering::Acquire));
+        state.recent.push(
+            Chunk {
+                first,
+                last,
+                bytes: bytes.clone(),
+            },
+            written,
+        );
+        // Readers get whole batches only (a slave's append may end inside one).
+        if ends_batch {
+            self.shared.appended.send_replace(last);
+        }
         let unsafe_mode = self.shared.options.sync == SyncPolicy::UnsafeReceiptBeforeWrite;
         let (reply, rx) = if unsafe_mode {
             (None, None)
@@ -486,12 +565,56 @@ impl Store for Journal {
     }
 
     fn subscribe(&self) -> watch::Receiver<Position> {
-        self.shared.written.subscribe()
+        self.shared.appended.subscribe()
+    }
+
+    fn read_recent(
+        &self,
+        after: Position,
+        max_bytes: usize,
+    ) -> Option<Result<Vec<Entry>, StoreError>> {
+        if let Err(e) = self.check_failed() {
+            return Some(Err(e));
+        }
+        let chunks = {
+            let state = self.lock();
+            // Deleted with their segment: the same answer as from the files.
+            if after.next() < state.index.first_position() {
+                return None;
+            }
+            state.recent.after(after)?
+        };
+        let mut out = Vec::new();
+        let mut size = 0;
+        'chunks: for b in &chunks {
+            let mut at = 0;
+            while at < b.len() {
+                // Sealed by `sequence` itself: a failure would be a bug, and
+                // the files are the fallback.
+                let (e, n) = Entry::decode(&b[at..]).ok()?;
+                at += n;
+                if e.position <= after {
+                    continue;
+                }
+                size += n;
+                let end = e.batch_end;
+                out.push(e);
+                if end && size >= max_bytes {
+                    break 'chunks;
+                }
+            }
+        }
+        while out.last().is_some_and(|e| !e.batch_end) {
+            out.pop();
+        }
+        Some(Ok(out))
     }
 
     fn read_after(&self, after: Position, max_bytes: usize) -> Result<Vec<Entry>, StoreError> {
-        self.check_failed()?;
-        let limit = *self.shared.written.borrow();
+        if let Some(r) = self.read_recent(after, max_bytes) {
+            return r;
+        }
+        let limit = Position(self.shared.written.load(Ordering::Acquire));
         if after >= limit {
             return Ok(Vec::new());
         }
@@ -825,8 +948,8 @@ impl Writer {
         }
         if self.shared.failed.get().is_none() {
             if let Some(last) = self.last.take() {
-                // Readable now: a replication sender may ship while we sync.
-                self.shared.written.send_replace(last);
+                // In the file now: memory may let it go.
+                self.shared.written.store(last.0, Ordering::Release);
             }
             if let Err(e) = self.sync(force) {
                 self.fail(e);
@@ -881,8 +1004,10 @@ impl Writer {
                 let position = Position(index.next.0 - 1);
                 state.index = index;
                 state.recovered = None;
+                state.recent.clear();
+                self.shared.written.store(position.0, Ordering::Release);
+                self.shared.appended.send_replace(position);
                 drop(state);
-                self.shared.written.send_replace(position);
                 Ok(())
             }
             Err(e) => {

@@ -254,9 +254,10 @@ pub trait Store: Send + Sync {
     /// backwards.
     fn set_epoch(&self, epoch: Epoch) -> Result<(), StoreError>;
 
-    /// Positions written and readable by [`Store::read_after`] (not yet
-    /// necessarily fsynced): a replication sender waits on this to stream.
-    /// Goes back after `truncate_after`/`reset`.
+    /// Last position of the complete batches readable by
+    /// [`Store::read_after`] (sequenced, not necessarily written or
+    /// fsynced yet): a replication sender waits on this to stream. Goes back
+    /// after `truncate_after`/`reset`.
     fn subscribe(&self) -> watch::Receiver<Position>;
 
     /// Entries with position > `after`, whole batches only, up to about
@@ -264,6 +265,15 @@ pub trait Store: Send + Sync {
     /// Empty when nothing newer is written yet. Fails with
     /// [`StoreError::Compacted`] if those records are already deleted.
     fn read_after(&self, after: Position, max_bytes: usize) -> Result<Vec<Entry>, StoreError>;
+
+    /// [`Store::read_after`] if the entries are still in memory, `None` if
+    /// it would read files. Never blocks, so a sender streaming fresh
+    /// records to slaves stays on its async task.
+    fn read_recent(
+        &self,
+        after: Position,
+        max_bytes: usize,
+    ) -> Option<Result<Vec<Entry>, StoreError>>;
 
     /// Slave side: append entries received from the master, keeping their
     /// positions and epochs. The first must be `position() + 1`; epochs must
