@@ -237,7 +237,9 @@ async fn read_loop(
                 let reason = format!("no data or heart-beat for {} ms", dead_after.as_millis());
                 return shared.close(lost(&shared.addr, reason));
             }
-            Some(None) if shared.disconnecting.load(Ordering::Relaxed) => {
+            // After our DISCONNECT the broker closes, maybe with a reset
+            // (frames of ours it no longer read): either way, we closed.
+            Some(None | Some(Err(_))) if shared.disconnecting.load(Ordering::Relaxed) => {
                 return shared.close(ClientError::Closed)
             }
             Some(None) => return shared.close(lost(&shared.addr, "closed by the broker")),
