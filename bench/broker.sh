@@ -4,7 +4,7 @@
 # 8+8 clients (amqctl bench, every SEND receipted), start-up time and idle RSS,
 # a stomp.py cross-check, and the load tool against its own sink. Prints both
 # figures and their ratio (medians). Loopback only; every process is stopped
-# by PID. About 6-8 minutes.
+# by PID. About 3 minutes.
 #
 #   bench/broker.sh                 # defaults below
 #   COUNT=50000 REPS=5 bench/broker.sh
