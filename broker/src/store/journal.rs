@@ -1,9 +1,11 @@
 //! The local journal: segmented append-only files with group commit.
 //!
 //! `append` encodes outside any lock, then under the state lock assigns
-//! positions, checks and updates the live index, decides segment roll-over
-//! and queues the bytes to one writer thread. The writer takes everything
-//! queued, writes it with one `write` and makes it durable with one
+//! positions, checks and updates the live index, decides segment roll-over,
+//! keeps the sealed bytes in memory for replication ([`Recent`]) and queues
+//! them to one writer thread. The writer takes everything queued, writes it
+//! with one positional write (into zeroes written ahead, see
+//! [`JournalOptions::preallocate`]) and makes it durable with one
 //! `fdatasync`, then resolves all those appends: concurrent producers share
 //! one fsync (group commit).
 
