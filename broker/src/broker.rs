@@ -302,7 +302,7 @@ pub struct BrokerSettings {
     /// Bytes of non-persistent messages held before producers wait.
     pub memory_limit: u64,
     /// Let acknowledgements nobody waits for ride on the next journal batch
-    /// ([`State::lazy`]). Off for the replicated store: there every write
+    /// (`State::lazy`). Off for the replicated store: there every write
     /// is shipped to a quorum and elections compare positions, so acks go
     /// out as they come.
     pub lazy_acks: bool,

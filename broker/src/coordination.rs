@@ -4,7 +4,7 @@
 //! - `zkPath` (persistent) holds one **ephemeral sequential** child per live
 //!   member, `zkPath/0000000017`, whose data is a JSON [`MemberData`] (node
 //!   id, group = brokerName, weight, replication and client addresses, and
-//!   the [`Status`](crate::election::Status) the election reads);
+//!   the [`Status`] the election reads);
 //! - `zkPath/elected-<group>` (persistent) holds the elected master and its
 //!   epoch ([`ElectedData`]); it changes only by compare-and-set on its ZK
 //!   version, which makes epochs strictly increasing.

@@ -1,6 +1,6 @@
 //! Wiring the replicated store's roles into the broker: the driver that
 //! turns ZooKeeper views, session health and the master's replication
-//! stream into [`election`](crate::election) steps, and carries them out —
+//! stream into [`election`] steps, and carries them out —
 //! persisting the fencing promise, following a master, claiming and
 //! promoting (catch-up first, then client connectors), demoting at once.
 //!

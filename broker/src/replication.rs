@@ -7,8 +7,8 @@
 //!
 //! | kind | from | payload |
 //! |---|---|---|
-//! | `L` login | slave | JSON [`Login`]: securityToken, node id, the epoch it follows, its epoch history |
-//! | `A` accept | master | JSON [`Accept`]: where the slave truncates (or resets), the master's position |
+//! | `L` login | slave | JSON `Login`: securityToken, node id, the epoch it follows, its epoch history |
+//! | `A` accept | master | JSON `Accept`: where the slave truncates (or resets), the master's position |
 //! | `R` refuse | master | UTF-8 reason |
 //! | `E` entries | master | epoch (u64 BE) then journal entry frames (`Entry::encode`) |
 //! | `H` heartbeat | master | epoch, position (u64 BE each) |

@@ -48,7 +48,7 @@ pub struct HostArgs {
     #[arg(long)]
     pub accept_new_host_keys: bool,
     /// Directory for the per-host command logs
-    /// [default: .amqctl/<cluster>/logs beside the inventory].
+    /// [default: .amqctl/CLUSTER/logs beside the inventory].
     #[arg(long, value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
     /// Plain progress lines instead of progress bars.

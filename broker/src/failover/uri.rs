@@ -223,7 +223,7 @@ pub struct FailoverOptions {
     pub max_reconnect_delay: Duration,
     /// `useExponentialBackOff` (true).
     pub use_exponential_back_off: bool,
-    /// `reconnectDelayExponent` (2.0) [backOffMultiplier].
+    /// `reconnectDelayExponent` (2.0) (`backOffMultiplier`).
     pub reconnect_delay_exponent: f64,
     /// `maxReconnectAttempts` (-1 = forever): passes over the whole list
     /// before giving up; 0 also means "never reconnect after a drop".

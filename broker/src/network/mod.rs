@@ -21,7 +21,7 @@
 //!    without. They are ordinary subscriptions in A's broker with a lower
 //!    priority (`decreaseNetworkConsumerPriority`: -5, lower for longer
 //!    paths), so A's own consumers are served first, and with a
-//!    [`NetworkTarget`](crate::broker::NetworkTarget) that refuses messages
+//!    [`NetworkTarget`] that refuses messages
 //!    which already passed B or `messageTTL` brokers. Consumers whose path is
 //!    `consumerTTL` long, or holds A, are ignored (no loops).
 //! 3. **Forwards** what those subscriptions receive: SEND to B, keeping the
