@@ -19,7 +19,8 @@ use crate::verify::{election, failover, Cluster, EXIT_FAILED};
 pub struct UpArgs {
     #[command(flatten)]
     pub hosts: HostArgs,
-    /// The amq-broker binary to ship [default: next to amqctl, or target/{release,debug}].
+    /// The amq-broker binary to ship [default: this amqctl, which is the
+    /// broker when installed under the name amq-broker].
     #[arg(long, value_name = "PATH")]
     pub broker_bin: Option<PathBuf>,
     /// Seconds to wait for ZooKeeper quorum and for each broker's role.

@@ -8,10 +8,8 @@ mod verify_support;
 #[test]
 fn up_proves_the_cluster_and_down_stops_it() {
     let (_tmp, d) = verify_support::cluster("verify_shared.toml", "vup");
-    let bin = deploy_support::broker_bin();
-    let run = d
-        .amqctl(&["up", "--broker-bin", bin.to_str().unwrap()])
-        .ok();
+    // No --broker-bin: amqctl ships itself, the broker under its other name.
+    let run = d.amqctl(&["up"]).ok();
     let stages: Vec<&str> = run
         .stdout
         .lines()
@@ -30,6 +28,12 @@ fn up_proves_the_cluster_and_down_stops_it() {
         run.stdout.contains("failover:(stomp://127.0.0.1:"),
         "{}",
         run.stdout
+    );
+
+    assert!(
+        std::fs::read(d.base.join("bin/amq-broker")).unwrap()
+            == std::fs::read(env!("CARGO_BIN_EXE_amqctl")).unwrap(),
+        "the shipped broker is this amqctl"
     );
 
     let pids = d.recorded_pids();

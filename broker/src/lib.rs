@@ -2,6 +2,7 @@
 //! features (failover transport, networks of brokers, master/slave).
 
 pub mod broker;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod connection;

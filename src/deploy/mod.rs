@@ -86,7 +86,8 @@ pub struct DeployArgs {
     /// Exit code 0: no changes, 3: changes pending.
     #[arg(long)]
     pub dry_run: bool,
-    /// The amq-broker binary to ship [default: next to amqctl, or target/{release,debug}].
+    /// The amq-broker binary to ship [default: this amqctl, which is the
+    /// broker when installed under the name amq-broker].
     #[arg(long, value_name = "PATH")]
     pub broker_bin: Option<PathBuf>,
     /// Seconds to wait for ZooKeeper quorum and for each broker's role.
@@ -458,8 +459,8 @@ fn read_state(
     Ok(HostChanges::compute(desired, &remote, &kinds, pids))
 }
 
-/// The broker binary and its checksum, found as `--broker-bin` says or
-/// next to this executable (installed side by side, or a cargo target dir).
+/// The broker binary and its checksum: `--broker-bin`, or amqctl itself
+/// (see [`locate_broker_binary`]).
 pub struct BrokerBinary {
     pub contents: Arc<[u8]>,
     pub sha256: String,
@@ -470,8 +471,8 @@ pub fn locate_broker_binary(explicit: Option<&Path>) -> Result<PathBuf, DeployEr
         Some(p) => p.to_path_buf(),
         None => find_broker_binary().ok_or_else(|| {
             DeployError::Binary(
-                "cannot find the amq-broker binary next to amqctl or in target/{release,debug}; \
-                 build it (cargo build --release -p amq-broker) or pass --broker-bin PATH"
+                "cannot find an amq-broker binary beside this program; pass --broker-bin PATH \
+                 (cargo build --release -p amq-broker builds one)"
                     .into(),
             )
         })?,
@@ -502,16 +503,17 @@ pub fn load_broker_binary(path: &Path) -> Result<BrokerBinary, DeployError> {
 
 fn find_broker_binary() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?;
-    let mut candidates = vec![dir.join("amq-broker")];
-    // target/debug/deps/… (tests) → target/debug; then the other profile.
-    for up in dir.ancestors().take(3) {
-        for profile in ["release", "debug"] {
-            candidates.push(up.join(profile).join("amq-broker"));
-        }
-        candidates.push(up.join("amq-broker"));
+    // amqctl is the broker too when installed as `amq-broker` (main.rs):
+    // shipping itself, it always ships the broker it was built with.
+    if exe.file_stem().is_some_and(|n| n == "amqctl") {
+        return Some(exe);
     }
-    candidates.into_iter().find(|p| p.is_file())
+    // amqctl as a library (a test binary in target/<profile>/deps): a
+    // broker built beside it.
+    let dir = exe.parent()?;
+    [dir.join("amq-broker"), dir.parent()?.join("amq-broker")]
+        .into_iter()
+        .find(|p| p.is_file())
 }
 
 /// Every file each host should have: rendered service files and, where
