@@ -271,7 +271,7 @@ impl Driver {
         let mut health = self.membership.health();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_tick = Instant::now();
+        let mut frozen = watch_for_freezes(self.zk.fence_after(), self.shutdown.clone());
         loop {
             let mut event: Option<Step> = None;
             tokio::select! {
@@ -288,16 +288,13 @@ impl Driver {
                 ok = promotion(&self.repl, self.promoting) => {
                     if ok { self.finish_promotion().await; } else { self.promoting = None; }
                 }
-                _ = tick.tick() => {
-                    // A gap this long means this process was frozen (SIGSTOP,
-                    // swapping): its session may be gone already. Fence first.
-                    let gap = last_tick.elapsed();
-                    last_tick = Instant::now();
-                    if gap > self.zk.fence_after() {
-                        tracing::warn!(?gap, "this process was frozen; fencing");
-                        event = self.local.lost_session();
-                    }
+                Some(gap) = frozen.recv() => {
+                    // Frozen this long (SIGSTOP, swapping), its session may
+                    // be gone already. Fence first.
+                    tracing::warn!(?gap, "this process was frozen; fencing");
+                    event = self.local.lost_session();
                 }
+                _ = tick.tick() => {}
                 _ = self.shutdown.cancelled() => {
                     self.stop_following().await;
                     self.repl.stop_master();
@@ -663,6 +660,34 @@ async fn redirect_loop(
             }
         });
     }
+}
+
+/// Gaps longer than `limit` between the ticks of a task of its own: the
+/// process (or its runtime) was frozen. Measured apart from the driver,
+/// whose loop may be busy for a while without any freeze (a promotion
+/// rebuilding a large backlog) and must not mistake that for one.
+fn watch_for_freezes(
+    limit: Duration,
+    shutdown: CancellationToken,
+) -> tokio::sync::mpsc::UnboundedReceiver<Duration> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = Instant::now();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let gap = last.elapsed();
+            last = Instant::now();
+            if gap > limit && tx.send(gap).is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 #[cfg(test)]
