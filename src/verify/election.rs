@@ -384,7 +384,15 @@ fn zookeeper_agrees(
     let registered: Vec<String> = view
         .members
         .iter()
-        .map(|(_, m)| format!("{} {}", name_of(m), m.role))
+        .map(|(_, m)| {
+            let stale =
+                m.role == "master" && view.elected.as_ref().map(|e| e.epoch) != Some(m.epoch);
+            if stale {
+                format!("{} master of epoch {} (stale)", name_of(m), m.epoch)
+            } else {
+                format!("{} {}", name_of(m), m.role)
+            }
+        })
         .collect();
     let elected = view.elected.as_ref().map(|e| {
         let by_id = group

@@ -32,12 +32,18 @@ impl GroupView {
         })
     }
 
-    /// Member nodes whose role is `master`.
+    /// Member nodes serving as master of the elected epoch. A node that
+    /// says `master` of another epoch is stale: a killed broker's node
+    /// stays until its ZooKeeper session expires, and a deposed master
+    /// rewrites its node only once it has noticed.
     pub fn masters(&self) -> Vec<&MemberData> {
+        let Some(elected) = &self.elected else {
+            return Vec::new();
+        };
         self.members
             .iter()
             .map(|(_, m)| m)
-            .filter(|m| m.role == "master")
+            .filter(|m| m.role == "master" && m.epoch == elected.epoch)
             .collect()
     }
 }
@@ -135,5 +141,48 @@ impl ZkReader {
             Err(e) => return Err(self.err(e)),
         };
         Ok(view)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: &str, role: &str, epoch: u64) -> MemberData {
+        MemberData {
+            id: id.into(),
+            group: "ha".into(),
+            weight: 1,
+            address: format!("tcp://127.0.0.1:1/{id}"),
+            client: None,
+            role: role.into(),
+            epoch,
+            min_epoch: epoch,
+            position: 0,
+            position_epoch: 0,
+        }
+    }
+
+    #[test]
+    fn only_the_elected_epoch_has_a_master() {
+        let mut view = GroupView {
+            members: vec![
+                // A killed master's node, until its session expires.
+                (1, member("amq1", "master", 7)),
+                (4, member("amq1", "master", 9)),
+                (5, member("amq2", "slave", 9)),
+            ],
+            elected: None,
+        };
+        assert!(view.masters().is_empty(), "no elected node, no master");
+        view.elected = Some(ElectedData {
+            epoch: 9,
+            id: "amq1".into(),
+            address: String::new(),
+            client: None,
+        });
+        let masters = view.masters();
+        assert_eq!(masters.len(), 1);
+        assert_eq!(masters[0].epoch, 9);
     }
 }
