@@ -532,42 +532,56 @@ impl Broker {
         // Deferred acks first, or their messages would come back.
         let _ = self.flush_acks();
         let recovered = store.recover()?;
+        // Indexed outside the lock: with a large backlog this takes a while,
+        // and every connection and the expiry sweep wait for the lock.
+        let mut seq = {
+            let mut st = self.lock();
+            let first = st.next_seq;
+            st.next_seq += recovered.message_count() as u64;
+            first
+        };
+        let start = seq;
+        let arrived = now_ms();
+        let mut queues = Vec::new();
+        for (dest, messages) in recovered.destinations {
+            let Destination::Queue(name) = dest else {
+                tracing::warn!(%dest, "ignoring persisted topic messages");
+                continue;
+            };
+            let mut pending = BTreeMap::new();
+            for message in messages {
+                let held = Arc::new(Queued {
+                    message,
+                    _ticket: None,
+                });
+                pending.insert(
+                    seq,
+                    Entry {
+                        seq,
+                        held,
+                        redeliveries: 0,
+                        arrived,
+                    },
+                );
+                seq += 1;
+            }
+            queues.push((name, pending));
+        }
         let mut st = self.lock();
         let st = &mut *st;
         for q in st.queues.values_mut() {
             q.pending.clear();
             q.in_flight = 0;
         }
-        let mut count = 0;
-        for (dest, messages) in recovered.destinations {
-            let Destination::Queue(name) = &dest else {
-                tracing::warn!(%dest, "ignoring persisted topic messages");
-                continue;
-            };
-            let q = st.queues.entry(name.clone()).or_default();
-            for message in messages {
-                let seq = st.next_seq;
-                st.next_seq += 1;
-                count += 1;
-                if !message.broker_path.is_empty() {
-                    st.audit.admit(&message);
+        for (name, pending) in queues {
+            for e in pending.values() {
+                if !e.message().broker_path.is_empty() {
+                    st.audit.admit(e.message());
                 }
-                let held = Arc::new(Queued {
-                    message,
-                    _ticket: None,
-                });
-                q.pending.insert(
-                    seq,
-                    Entry {
-                        seq,
-                        held,
-                        redeliveries: 0,
-                        arrived: now_ms(),
-                    },
-                );
             }
+            st.queues.entry(name).or_default().pending = pending;
         }
-        Ok(count)
+        Ok((seq - start) as usize)
     }
 
     /// A fresh message id for a message about to be sent
