@@ -2,7 +2,16 @@
 //! `amq-broker`, and under that name it runs the broker's own command line.
 
 use std::fs;
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn config_check(bin: &Path, config: &Path) -> Output {
+    Command::new(bin)
+        .args(["--check", "--config"])
+        .arg(config)
+        .output()
+        .unwrap()
+}
 
 #[test]
 fn amqctl_installed_as_amq_broker_is_the_broker() {
@@ -28,11 +37,7 @@ fn amqctl_installed_as_amq_broker_is_the_broker() {
 "#,
     )
     .unwrap();
-    let check = Command::new(&bin)
-        .args(["--check", "--config"])
-        .arg(&good)
-        .output()
-        .unwrap();
+    let check = config_check(&bin, &good);
     let out = String::from_utf8_lossy(&check.stdout);
     assert!(
         check.status.success(),
@@ -44,11 +49,7 @@ fn amqctl_installed_as_amq_broker_is_the_broker() {
     // The broker's own errors: file and line, non-zero exit.
     let bad = dir.path().join("bad.xml");
     fs::write(&bad, "<broker xmlns=\"http://activemq.apache.org/schema/core\">\n  <transportConnectors>\n</broker>\n").unwrap();
-    let check = Command::new(&bin)
-        .args(["--check", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let check = config_check(&bin, &bad);
     let err = String::from_utf8_lossy(&check.stderr);
     assert_eq!(check.status.code(), Some(2), "{err}");
     assert!(err.contains("bad.xml:"), "{err}");
