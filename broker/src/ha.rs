@@ -707,6 +707,25 @@ mod tests {
         assert_eq!(again.state.min_epoch, 5);
     }
 
+    /// A long await (the driver promoting over a large backlog) is no
+    /// freeze; a runtime that cannot run at all for longer than the limit
+    /// (SIGSTOP, or a blocked worker) is.
+    #[tokio::test(flavor = "current_thread")]
+    async fn freezes_are_stalls_of_the_runtime_not_long_awaits() {
+        let shutdown = CancellationToken::new();
+        let limit = Duration::from_secs(1);
+        let mut frozen = watch_for_freezes(limit, shutdown.clone());
+        tokio::time::sleep(limit * 2).await;
+        assert!(frozen.try_recv().is_err(), "an await taken for a freeze");
+        std::thread::sleep(limit * 2);
+        let gap = tokio::time::timeout(limit, frozen.recv())
+            .await
+            .expect("the stall is reported")
+            .expect("watch running");
+        assert!(gap >= limit * 2, "{gap:?}");
+        shutdown.cancel();
+    }
+
     #[test]
     fn addresses() {
         assert_eq!(host_port("tcp://0.0.0.0:61619"), "0.0.0.0:61619");
