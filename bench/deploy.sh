@@ -21,11 +21,11 @@
 # interleaved (amqctl, Ansible default config, Ansible tuned) to spread drift.
 # Prints per-run times, medians and the ratios Ansible/amqctl.
 #
-# Measured 2026-12-01 on the 2-vCPU reference VM while other builds ran
-# (load ~17; three parallel `ssh true` took 0.84 s against 0.31 s idle),
-# RUNS=5, medians: amqctl 1.77 s from scratch / 0.51 s no change;
-# ansible-core 2.19.14 default 27.5 / 29.6 s (15.5x / 57.6x), tuned
-# (pipelining, forks 10, no facts, fixed interpreter) 19.8 / 18.5 s (11.2x / 35.9x).
+# Measured 2026-12-01 on the 2-vCPU reference VM, quiet (three parallel
+# `ssh true` took 0.24 s), RUNS=5, medians: amqctl 0.78 s from scratch /
+# 0.19 s no change; ansible-core 2.19.14 default 7.6 / 7.2 s (9.7x / 37.9x),
+# tuned (pipelining, forks 10, no facts, fixed interpreter) 5.9 / 5.1 s
+# (7.5x / 27.0x).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=${1:-5}
