@@ -294,6 +294,7 @@ impl Driver {
                     tracing::warn!(?gap, "this process was frozen; fencing");
                     event = self.local.lost_session();
                 }
+                // Look at the view again now and then, events or not.
                 _ = tick.tick() => {}
                 _ = self.shutdown.cancelled() => {
                     self.stop_following().await;
