@@ -127,13 +127,8 @@ async fn bench_failover_pause_over_repeated_kills() {
     let mut elections = Vec::new();
     let mut pauses = Vec::new();
     for round in 0..kills {
-        let before = sent.lock().unwrap().receipted.len();
-        assert!(wait_until(Duration::from_secs(20), || sent
-            .lock()
-            .unwrap()
-            .receipted
-            .len()
-            >= before + 50));
+        let before = receipted(&sent);
+        assert!(wait_until(Duration::from_secs(20), || receipted(&sent) >= before + 50));
         let killed_at = Instant::now();
         g.brokers[master].kill9();
         let new_master = g.wait_master(Duration::from_secs(20));
@@ -199,6 +194,6 @@ async fn bench_failover_pause_over_repeated_kills() {
     println!("RESULT failover kills={kills} client_pause_ms (gap in receipts spanning the kill) median={pm:.0} min={pmin:.0} max={pmax:.0}");
     println!(
         "RESULT failover receipted={} lost=0 duplicates={dups}",
-        sent.lock().unwrap().receipted.len()
+        receipted(&sent)
     );
 }

@@ -85,10 +85,6 @@ fn start_producer(
     (sent, stop, task)
 }
 
-fn receipted(sent: &Arc<Mutex<Sent>>) -> usize {
-    sent.lock().unwrap().receipted.len()
-}
-
 /// Drains the queue from broker `i` of `g` until it stays quiet for 2 s:
 /// how often each `seq` arrived.
 async fn drain_broker(g: &Group, i: usize) -> BTreeMap<u64, usize> {

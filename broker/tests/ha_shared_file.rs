@@ -59,12 +59,7 @@ async fn kill_the_shared_file_master_and_the_slave_takes_over_with_every_receipt
         sent.clone(),
         stop.clone(),
     ));
-    assert!(wait_until(Duration::from_secs(20), || sent
-        .lock()
-        .unwrap()
-        .receipted
-        .len()
-        >= 300));
+    assert!(wait_until(Duration::from_secs(20), || receipted(&sent) >= 300));
 
     let killed_at = Instant::now();
     a.kill9();
@@ -75,13 +70,8 @@ async fn kill_the_shared_file_master_and_the_slave_takes_over_with_every_receipt
         b.log()
     );
     let takeover = killed_at.elapsed();
-    let before = sent.lock().unwrap().receipted.len();
-    assert!(wait_until(Duration::from_secs(20), || sent
-        .lock()
-        .unwrap()
-        .receipted
-        .len()
-        >= before + 300));
+    let before = receipted(&sent);
+    assert!(wait_until(Duration::from_secs(20), || receipted(&sent) >= before + 300));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     producer.await.unwrap();
 

@@ -189,6 +189,11 @@ pub struct Sent {
     pub receipt_times: Vec<(u64, Instant)>,
 }
 
+/// How many messages got a receipt so far.
+pub fn receipted(sent: &Mutex<Sent>) -> usize {
+    sent.lock().unwrap().receipted.len()
+}
+
 /// Sends persistent messages `0..count` through the failover client, one
 /// receipt at a time, recording each receipt; stops early when `stop` is set
 /// or after `limit`.
